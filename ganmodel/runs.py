@@ -1,0 +1,151 @@
+"""MLflow runs for pipeline stages: the store location, one run per stage execution, lineage
+tags to upstream runs, and the small run-id files that link DVC outputs to MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ganmodel.errors import GanModelError
+
+STAGE_TAG = "pipeline.stage"
+UPSTREAM_TAG = "upstream.{stage}.run_id"
+DATA_HASH_TAG = "data.hash"
+GIT_TAG = "git.commit"
+
+MLFLOW_ENV_DEFAULTS = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    # Fail fast on an unreachable server instead of retrying for minutes.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def default_tracking_uri(root: str | os.PathLike[str]) -> str:
+    """sqlite store under `<root>/mlruns` (four slashes: an absolute path)."""
+    return "sqlite:///" + str((Path(root) / "mlruns" / "mlflow.db").absolute())
+
+
+def configure_tracking(root: str | os.PathLike[str] = ".") -> str:
+    """Resolve the tracking URI (`MLFLOW_TRACKING_URI` wins), export it for child processes
+    (Ray workers), and check that a remote server answers."""
+    for k, v in MLFLOW_ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith(("http://", "https://")):
+        check_server(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message when an MLflow server does not answer `/health`."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+            if r.status != 200:
+                raise GanModelError(f"MLFLOW_TRACKING_URI: {uri} answered /health with {r.status}")
+    except (urllib.error.URLError, OSError) as err:
+        raise GanModelError(f"MLFLOW_TRACKING_URI: MLflow server at {uri} is unreachable ({err})") from None
+
+
+def artifact_root(root: str | os.PathLike[str], uri: str) -> str | None:
+    """Absolute artifact location for a local store; a server decides its own."""
+    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+        return (Path(root).absolute() / "mlruns" / "artifacts").as_uri()
+    return None
+
+
+def ensure_experiment(name: str, root: str | os.PathLike[str], uri: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise GanModelError(f"tracking.experiment: experiment {name!r} is deleted; restore it or pick another name")
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root(root, uri))
+
+
+def git_commit(root: str | os.PathLike[str] = ".") -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True).stdout.strip()
+    return commit + ("-dirty" if dirty and commit != "unknown" else "")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def read_run_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a `runs/<stage>.json` link file written by an upstream stage."""
+    p = Path(path)
+    if not p.is_file():
+        raise GanModelError(f"{p}: upstream run file not found; run the upstream stage first")
+    try:
+        obj = json.loads(p.read_text())
+        obj["run_id"]  # noqa: B018 - presence check
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise GanModelError(f"{p}: expected JSON with a 'run_id' field") from None
+    return obj
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    experiment: str,
+    params: dict[str, Any],
+    upstream: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+    root: str | os.PathLike[str] = ".",
+    run_id: str | None = None,
+) -> Iterator[Any]:
+    """One MLflow run for one stage execution; FAILED if the block raises.
+
+    `upstream` maps upstream stage names to their run ids (lineage tags). `run_id` resumes an
+    existing run (a re-run after a kill continues the same run instead of opening a second).
+    """
+    import mlflow
+
+    uri = configure_tracking(root)
+    mlflow.set_tracking_uri(uri)
+    exp_id = ensure_experiment(experiment, root, uri)
+    all_tags = {STAGE_TAG: stage, GIT_TAG: git_commit(root), **(tags or {})}
+    for up_stage, up_id in (upstream or {}).items():
+        all_tags[UPSTREAM_TAG.format(stage=up_stage)] = up_id
+    if name := os.environ.get("DVC_EXP_NAME"):
+        all_tags["dvc.exp_name"] = name
+    kwargs: dict[str, Any] = {"run_id": run_id} if run_id else {
+        "experiment_id": exp_id, "run_name": stage}
+    with mlflow.start_run(tags=all_tags, log_system_metrics=False, **kwargs) as run:
+        if not run_id:
+            mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
+        yield run
+
+
+def run_link(run: Any, **extra: Any) -> dict[str, Any]:
+    """The content of a `runs/<stage>.json` DVC output."""
+    return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, **extra}

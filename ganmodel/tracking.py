@@ -1,0 +1,74 @@
+"""The tracker seen by the training loop, and its MLflow adapter.
+
+The loop only calls `Tracker` methods; rank 0 gets an `MlflowTracker`, other ranks a `NullTracker`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+
+class Tracker(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_image(self, images: torch.Tensor, artifact_file: str) -> None: ...
+    def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None: ...
+
+
+class NullTracker:
+    """Logs nothing: for ranks other than 0, tests and benchmarks."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
+        pass
+
+    def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        pass
+
+
+class MlflowTracker:
+    """Logs into an existing MLflow run by id (safe from a Ray worker: no global active run)."""
+
+    def __init__(self, run_id: str, tracking_uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.run_id = run_id
+        self.client = MlflowClient(tracking_uri)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(batch), 100):
+            self.client.log_batch(self.run_id, params=batch[i : i + 100], synchronous=True)
+
+    def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
+        from ganmodel.images import save_grid
+
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / Path(artifact_file).name
+            save_grid(images, p)
+            parent = str(Path(artifact_file).parent)
+            self.client.log_artifact(self.run_id, str(p), None if parent == "." else parent)
+
+    def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)

@@ -1,0 +1,68 @@
+"""What the train stage writes: the generator file, the loss table, the last sample grid."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from typing import Any
+
+import torch
+
+from ganmodel.config import TrainParams
+from ganmodel.images import save_grid
+from ganmodel.training.checkpoint import save_generator
+from ganmodel.training.job import TrainOutcome
+
+LOSS_COLUMNS = ("epoch", "d_loss", "g_loss", "images_per_sec", "fid")
+
+
+def scaling_params(cfg: TrainParams, n_train: int) -> dict[str, Any]:
+    """The resolved scaling, logged as params so a run says how it was executed."""
+    import ray
+
+    return {
+        "scaling.workers": cfg.num_workers,
+        "scaling.global_batch": cfg.batch_size,
+        "scaling.per_worker_batch": cfg.batch_size // cfg.num_workers,
+        "scaling.device": "cuda" if cfg.use_gpu else "cpu",
+        "scaling.precision": cfg.precision,
+        "scaling.train_images": n_train,
+        "version.torch": torch.__version__,
+        "version.ray": ray.__version__,
+        "version.python": platform.python_version(),
+    }
+
+
+def generator_meta(cfg: TrainParams, data_meta: dict[str, Any]) -> dict[str, Any]:
+    return {"arch": cfg.arch, "z_dim": cfg.z_dim, "dataset": data_meta["dataset"],
+            "data_hash": data_meta["data_hash"], "ema": cfg.ema_decay > 0,
+            "image_shape": [1, 28, 28]}
+
+
+def write_train_outputs(outcome: TrainOutcome, cfg: TrainParams, data_meta: dict[str, Any], *,
+                        generator: str | os.PathLike[str], losses: str | os.PathLike[str],
+                        samples: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write the stage's files; return the headline metrics."""
+    from ganmodel.networks import build_generator
+
+    save_generator(outcome.generator, generator_meta(cfg, data_meta), generator)
+    with open(losses, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[c for c in LOSS_COLUMNS if c != "fid"
+                                          or any("fid" in h for h in outcome.history)],
+                           extrasaction="ignore")
+        w.writeheader()
+        for h in outcome.history:
+            w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()})
+    g = build_generator(cfg.arch, cfg.z_dim)
+    g.load_state_dict(outcome.generator)
+    with torch.no_grad():
+        save_grid(g.eval()(outcome.fixed_noise.float()), samples)
+    last = outcome.history[-1] if outcome.history else {}
+    return {
+        "epochs": len(outcome.history),
+        "final_d_loss": last.get("d_loss"),
+        "final_g_loss": last.get("g_loss"),
+        "steady_images_per_sec": round(outcome.steady_images_per_sec, 1),
+        "wall_time_s": round(outcome.wall_time_s, 1),
+    }

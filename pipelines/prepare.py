@@ -1,0 +1,46 @@
+"""DVC stage `prepare`: raw dataset -> one compact uint8 tensor file per split + content hash."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganmodel.config import load_params
+from ganmodel.data.prepared import data_hash, make_splits, save_prepared, split_counts
+from ganmodel.data.sources import load_raw
+from ganmodel.entry import run_main
+from ganmodel.io import OutputSet, write_json
+from ganmodel.runs import DATA_HASH_TAG, run_link, stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out-dir", required=True, help="prepared splits directory")
+    ap.add_argument("--metrics", required=True, help="counts per split and class (JSON)")
+    ap.add_argument("--run-file", required=True, help="MLflow run link (JSON)")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    p = params.data
+
+    with stage_run("prepare", params.tracking.experiment, {"data": p.model_dump()}) as run:
+        import mlflow
+
+        raw = load_raw(p.dataset, p.raw_dir, p.download)
+        splits = make_splits(raw, p.val_fraction, p.test_fraction, p.seed)
+        digest = data_hash(splits)
+        counts = split_counts(splits, len(raw.classes))
+        meta = {"dataset": p.dataset, "data_hash": digest, "classes": list(raw.classes),
+                "image_shape": [1, 28, 28], "splits": {k: v["count"] for k, v in counts.items()}}
+        mlflow.set_tag(DATA_HASH_TAG, digest)
+        mlflow.log_metrics({f"{s}_count": c["count"] for s, c in counts.items()})
+        mlflow.log_dict(counts, "counts.json")
+        with OutputSet() as out:
+            save_prepared(out.path(args.out_dir), splits, meta)
+            write_json(out.path(args.metrics), {"data_hash": digest, **counts})
+            write_json(out.path(args.run_file), run_link(run, data_hash=digest))
+        print(f"prepared {p.dataset}: " + ", ".join(f"{s} {c['count']}" for s, c in counts.items())
+              + f"; data hash {digest[:12]}")
+
+
+if __name__ == "__main__":
+    run_main(main)
