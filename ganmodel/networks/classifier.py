@@ -1,0 +1,71 @@
+"""The evaluation classifier: a small CNN trained on the real data. Its penultimate layer is the
+feature space for FID/KID/precision/recall (the "Fréchet LeNet distance" practice of TF-GAN,
+used where Inception weights are unavailable); its logits give IS and class predictions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ganmodel.errors import GanModelError
+from ganmodel.networks import IMAGE_SHAPE, check_shape
+
+
+class EvalClassifier(nn.Module):
+    """conv(32)-conv(32)-pool-conv(64)-conv(64)-pool-fc(feature_dim)-fc(n_classes).
+
+    Inputs are images in [-1, 1], [B, 1, 28, 28]; `features` returns [B, feature_dim].
+    """
+
+    def __init__(self, feature_dim: int = 128, n_classes: int = 10) -> None:
+        super().__init__()
+        self.feature_dim, self.n_classes = feature_dim, n_classes
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.body = nn.Sequential(
+            *block(1, 32), *block(32, 32), nn.MaxPool2d(2),  # 14x14
+            *block(32, 64), *block(64, 64), nn.MaxPool2d(2),  # 7x7
+            nn.Flatten(), nn.Dropout(0.25),
+            nn.Linear(64 * 7 * 7, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(feature_dim, n_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        check_shape(x, IMAGE_SHAPE, "EvalClassifier input")
+        f = self.body(x)
+        check_shape(f, (self.feature_dim,), "EvalClassifier features")
+        return f
+
+    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def save_classifier(model: EvalClassifier, meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    torch.save({"state_dict": model.state_dict(),
+                "meta": {**meta, "feature_dim": model.feature_dim, "n_classes": model.n_classes}}, path)
+
+
+def load_classifier(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[EvalClassifier, dict[str, Any]]:
+    """Load a classifier file (weights_only); returns the model in eval mode and its meta."""
+    p = Path(path)
+    if not p.is_file():
+        raise GanModelError(f"{p}: classifier file not found; run the classifier stage first")
+    try:
+        obj = torch.load(p, map_location=device, weights_only=True)
+        meta, sd = obj["meta"], obj["state_dict"]
+        model = EvalClassifier(int(meta["feature_dim"]), int(meta["n_classes"]))
+        model.load_state_dict(sd)
+    except GanModelError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise GanModelError(f"{p}: not a ganmodel classifier file ({err})") from None
+    return model.to(device).eval(), meta
