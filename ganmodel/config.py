@@ -23,6 +23,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False,
                               protected_namespaces=())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        # Lax mode reads `true` as 1 for int/float fields (`epochs: yes` would mean one epoch).
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and field is not None and field.annotation is not bool:
+                    raise ValueError(f"{key}: expected {_type_name(field.annotation)}, got a boolean ({value})")
+        return data
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
 
 class DataParams(_Section):
     """`data`: which dataset to prepare and how to split it."""
@@ -45,7 +60,7 @@ class DataParams(_Section):
 class ClassifierParams(_Section):
     """`classifier`: the evaluation feature network trained on real data."""
 
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(12, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     seed: int = Field(0, ge=0)
@@ -168,6 +183,15 @@ with warnings.catch_warnings():
         tracking: TrackingParams = TrackingParams()
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model validated at `loc`: `Params` at the top, a section model one level down."""
+    if not loc:
+        return Params
+    if len(loc) == 1 and loc[0] in Params.model_fields:
+        return Params.model_fields[loc[0]].annotation  # type: ignore[return-value]
+    return None
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
@@ -178,6 +202,13 @@ def _format_error(err: ValidationError, source: str) -> str:
         allowed = ", ".join(model.model_fields)  # type: ignore[union-attr]
         return f"{source}: {loc}: unknown key (expected one of: {allowed})"
     msg = first["msg"].removeprefix("Value error, ")
+    if kind == "value_error":
+        # Section-level checks (combinations) start their message with the offending key:
+        # report it as `section.key`, like every other error.
+        model = _model_at(first["loc"])
+        key, sep, rest = msg.partition(": ")
+        if model is not None and sep and key in model.model_fields:
+            return f"{source}: {'.'.join([*map(str, first['loc']), key])}: {rest}"
     if "input" in first and kind not in ("missing",) and not isinstance(first["input"], dict):
         return f"{source}: {loc}: {msg} (got {first['input']!r})"
     return f"{source}: {loc}: {msg}"

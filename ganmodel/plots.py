@@ -1,0 +1,65 @@
+"""Offline renderings (matplotlib, Agg): `dvc plots show` needs a CDN, these PNGs do not."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import torch
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_png(confusion: torch.Tensor, classes: list[str], path: str | os.PathLike[str], title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 5.5), dpi=100)
+    cm = confusion.float()
+    norm = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j] > 0:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def curves_png(csv_path: str | os.PathLike[str], path: str | os.PathLike[str], title: str) -> None:
+    """Loss curves (and FID over epochs, when present) from the train stage's CSV."""
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    plt = _plt()
+    has_fid = any(r.get("fid") for r in rows)
+    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 6, 4), dpi=100, squeeze=False)
+    epochs = [int(r["epoch"]) for r in rows]
+    ax = axes[0][0]
+    for key in ("d_loss", "g_loss"):
+        ax.plot(epochs, [float(r[key]) for r in rows], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    if has_fid:
+        pts = [(int(r["epoch"]), float(r["fid"])) for r in rows if r.get("fid")]
+        ax2 = axes[0][1]
+        ax2.plot(*zip(*pts, strict=True), marker="o", color="tab:red")
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("FID (classifier features)")
+        ax2.set_title("quick FID during training", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
