@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,9 +23,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # A fresh unique name, not mkstemp: mkstemp creates the file 0600, and the rename would give
+    # every output that mode; a file created by the writer gets the usual umask permissions.
+    tmp_path = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -54,7 +55,11 @@ class OutputSet:
         """A staging path whose content will land at `target` on commit."""
         target = Path(target).absolute()
         if target not in self._targets:
-            self._targets[target] = self._staging / f"{len(self._targets)}_{target.name}"
+            # One folder per target keeps the file name, so a staged file logged as an artifact
+            # (e.g. `mlflow.log_artifact(out.path(...))`) is named like its final output.
+            slot = self._staging / str(len(self._targets))
+            slot.mkdir()
+            self._targets[target] = slot / target.name
         return self._targets[target]
 
     def commit(self) -> None:

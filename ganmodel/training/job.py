@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -60,8 +59,7 @@ def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_ur
     from ganmodel.training.ray_runner import JobSpec, check_resources, init_ray, run_trainer
 
     t0 = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "GANMODEL_"))}
-    init_ray(cfg, runtime_env={"env_vars": env})
+    init_ray(cfg)
     check_resources(cfg)
     spec = JobSpec(cfg.model_dump(mode="json"), str(Path(train_images).absolute()), run_id,
                    tracking_uri, eval_stats, classifier)

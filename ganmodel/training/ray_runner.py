@@ -25,6 +25,9 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_DEDUP_LOGS": "0",
+    # The controller polls workers at this interval and `ray.train.report` waits for it:
+    # 2 s by default (~1.7 s per report measured), 0.1 s brings a report down to ~0.16 s.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
 }
 FAIL_AT_EPOCH_ENV = "GANMODEL_TEST_FAIL_AT_EPOCH"  # test-only: raise once in rank 0 after epoch k
 FAIL_MARKER_ENV = "GANMODEL_TEST_FAIL_MARKER"
@@ -94,7 +97,7 @@ def resolve_address(cfg: TrainParams) -> str | None:
     return cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(cfg: TrainParams, runtime_env: dict[str, Any] | None = None) -> None:
+def init_ray(cfg: TrainParams) -> None:
     """Attach to `train.ray_address` / `RAY_ADDRESS`, or start a local instance."""
     for k, v in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(k, v)
@@ -103,7 +106,9 @@ def init_ray(cfg: TrainParams, runtime_env: dict[str, Any] | None = None) -> Non
     if ray.is_initialized():
         return
     address = resolve_address(cfg)
-    kwargs: dict[str, Any] = {"runtime_env": runtime_env or {}}
+    # Workers on an existing cluster do not inherit this process's environment.
+    env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "GANMODEL_", "RAY_TRAIN_"))}
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}}
     if address is None:
         kwargs["num_cpus"] = max(os.cpu_count() or 1, 1)
     try:

@@ -1,0 +1,74 @@
+"""The evaluate stage's protocol: generated vs real reference, the real-vs-real floor, and the
+sheets people look at (sample grid, nearest neighbours).
+
+Reference set A is the train split (what the generator learned); the floor's set B is the
+held-out val+test images, disjoint from A. Both are compared at the same N, so
+`fid_ratio = fid / fid_floor` reads the same on any dataset and any N.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganmodel.config import EvaluateParams
+from ganmodel.data.prepared import Split
+from ganmodel.networks.classifier import EvalClassifier
+
+FLOOR_PREFIX = "floor_"
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]
+    grid: torch.Tensor  # [grid_size, 1, 28, 28] generated from fixed noise
+    nn_sheet: torch.Tensor  # [rows * (1 + k), 1, 28, 28]: generated, then its k nearest train images
+    nn_cols: int
+
+
+def heldout(val: Split, test: Split) -> Split:
+    return Split(torch.cat([val.images, test.images]), torch.cat([val.labels, test.labels]))
+
+
+def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, held: Split,
+             cfg: EvaluateParams, data_hash: str, cache_dir: str | Path, nn_k: int = 5) -> EvaluationResult:
+    """All metrics for `generator` under the `evaluate` protocol, with the floor and ratios."""
+    from ganmodel.metrics import (
+        cached_stats,
+        evaluate_generator,
+        extract,
+        nearest_neighbours,
+        real_floor,
+        sample_images,
+    )
+
+    t0 = time.perf_counter()
+    common = dict(n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size, pr_k=cfg.pr_k,
+                  kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size)
+    stats_a, _ = cached_stats(cache_dir, classifier, train.images, train.labels, data_hash, "train",
+                              cfg.batch_size)
+    stats_b, _ = cached_stats(cache_dir, classifier, held.images, held.labels, data_hash, "heldout",
+                              cfg.batch_size)
+    gen = evaluate_generator(generator, classifier, train.images, train.labels, real_stats=stats_a, **common)
+    floor = real_floor(classifier, train.images, train.labels, held.images, held.labels,
+                       stats_a=stats_a, stats_b=stats_b, **common)
+    metrics = dict(gen)
+    for k in ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage",
+              "classes_covered", "class_kl"):
+        metrics[FLOOR_PREFIX + k] = floor[k]
+    metrics["fid_ratio"] = gen["fid"] / max(floor["fid"], 1e-12)
+    metrics["kid_ratio"] = gen["kid_mean"] / max(floor["kid_mean"], 1e-12)
+    metrics["eval_seed"] = cfg.seed
+
+    grid = sample_images(generator, cfg.grid_size, cfg.seed, cfg.batch_size)
+    rows = sample_images(generator, cfg.nn_rows, cfg.seed + 1, cfg.batch_size)
+    feats, _ = extract(classifier, rows, cfg.batch_size)
+    idx = nearest_neighbours(feats, stats_a.features, k=nn_k)
+    real = train.images[idx.flatten()].float().div(127.5).sub(1.0).view(cfg.nn_rows, nn_k, 1, 28, 28)
+    sheet = torch.cat([rows.view(cfg.nn_rows, 1, 1, 28, 28), real], dim=1).view(-1, 1, 28, 28)
+    metrics["eval_time_s"] = time.perf_counter() - t0
+    return EvaluationResult(metrics, grid, sheet, nn_k + 1)

@@ -1,0 +1,93 @@
+"""Features and logits of the evaluation classifier, and seeded samples from a generator.
+
+Every metric in this package works on these float64 tensors, so images are run through the
+classifier exactly once per evaluation (Heusel et al. 2017 compute FID on such activations).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganmodel.data.prepared import to_unit_range
+from ganmodel.errors import GanModelError
+from ganmodel.networks import IMAGE_SHAPE
+from ganmodel.networks.classifier import EvalClassifier
+
+# Generator outputs pass through tanh; a little slack covers float rounding, while images in
+# [0, 1] or [0, 255] passed by mistake still fail instead of giving a plausible wrong FID.
+_RANGE_SLACK = 1e-3
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"images: expected shape [N, 1, 28, 28], got {list(images.shape)}")
+    if images.dtype == torch.uint8 or images.numel() == 0:
+        return
+    if not images.is_floating_point():
+        raise ValueError(f"images: expected uint8 or float, got {images.dtype}")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1 - _RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+        raise ValueError(f"images: float images must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def extract(model: EvalClassifier, images: torch.Tensor, batch_size: int,
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features [N, D] and logits [N, C] of `images`, both float64 on the CPU.
+
+    `images` are uint8 [N, 1, 28, 28] in [0, 255] or float in [-1, 1]; they are moved to
+    `device` (default: the model's device) one batch at a time, so a large set stays on the CPU.
+    The model runs in eval mode (BatchNorm running stats, no dropout); its mode is restored.
+    """
+    _check_images(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else _model_device(model)
+    if _model_device(model) != device:
+        raise ValueError(f"classifier lives on {_model_device(model)}, not on the requested {device}")
+    n = images.shape[0]
+    feats = torch.empty(n, model.feature_dim, dtype=torch.float64)
+    logits = torch.empty(n, model.n_classes, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, n, batch_size):
+            x = images[lo : lo + batch_size].to(device)
+            x = to_unit_range(x) if x.dtype == torch.uint8 else x.float()
+            f = model.features(x)
+            feats[lo : lo + batch_size] = f.double().cpu()
+            logits[lo : lo + batch_size] = model.logits_from_features(f).double().cpu()
+    finally:
+        model.train(was_training)
+    return feats, logits
+
+
+@torch.no_grad()
+def sample_images(generator: nn.Module, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
+    """`n` images (float [n, 1, 28, 28] in [-1, 1], on the CPU) from z ~ N(0, I) seeded by `seed`.
+
+    All of z is drawn at once from a CPU `torch.Generator`, so the samples depend only on the
+    seed and the weights: not on the batch size, the device, or the global RNG (left untouched).
+    The generator runs in eval mode (BatchNorm running stats) and its mode is restored.
+    """
+    z_dim = getattr(generator, "z_dim", None)
+    if not isinstance(z_dim, int):
+        raise GanModelError(f"generator {type(generator).__name__}: has no integer z_dim attribute")
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
+    device = _model_device(generator)
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    out = torch.empty(n, *IMAGE_SHAPE)
+    was_training = generator.training
+    generator.eval()
+    try:
+        for lo in range(0, n, batch_size):
+            out[lo : lo + batch_size] = generator(z[lo : lo + batch_size].to(device)).float().cpu()
+    finally:
+        generator.train(was_training)
+    return out

@@ -1,0 +1,47 @@
+"""The in-training FID: a cheap, fixed-protocol FID called every `train.eval_every` epochs."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ganmodel.errors import GanModelError
+from ganmodel.metrics.distances import fid_against, fid_metric
+from ganmodel.metrics.features import extract, sample_images
+from ganmodel.metrics.stats_cache import load_stats
+from ganmodel.networks.classifier import load_classifier
+
+# Fixed, so successive epochs are compared on the same z: the curve then moves only with the
+# weights, not with sampling noise. Distinct from evaluate.seed, so the final report is not
+# measured on the very z the training run was monitored with.
+QUICK_SEED = 20240601
+
+
+class QuickFID:
+    """`QuickFID(...)(generator) -> {"fid": float}` against cached real features.
+
+    The classifier and the real statistics are loaded once; each call samples `n_samples`
+    images with a fixed seed and adds only their features to a torchmetrics FID that keeps the
+    real part. With few samples FID is biased upwards (Chong & Forsyth 2020), so compare these
+    values with each other, not with the final evaluation at a larger N.
+    """
+
+    def __init__(self, classifier_path: str | os.PathLike[str], stats_path: str | os.PathLike[str],
+                 n_samples: int, device: str | torch.device = "cpu", batch_size: int = 500) -> None:
+        if n_samples < 2:
+            raise GanModelError(f"train.eval_samples: FID needs at least 2 samples, got {n_samples}")
+        self.device = torch.device(device)
+        self.classifier, _ = load_classifier(classifier_path, self.device)
+        stats = load_stats(stats_path)
+        if stats.features.shape[1] != self.classifier.feature_dim:
+            raise GanModelError(f"{stats_path}: features have {stats.features.shape[1]} dims, the classifier "
+                                f"{classifier_path} {self.classifier.feature_dim}; recompute the stats")
+        self.n_samples, self.batch_size = n_samples, batch_size
+        self._metric = fid_metric(stats.features)
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        images = sample_images(generator, self.n_samples, QUICK_SEED, self.batch_size)
+        feats, _ = extract(self.classifier, images, self.batch_size, self.device)
+        return {"fid": fid_against(self._metric, feats)}
