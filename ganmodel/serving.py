@@ -1,0 +1,178 @@
+"""The generator as an MLflow pyfunc model: latent vectors in, images out.
+
+Contract (also the logged signature):
+
+- input: float32 tensor `[-1, z_dim]`, one latent vector per row (a 2-D numpy array, a DataFrame
+  of `z_dim` numeric columns, a torch tensor or nested lists). Over REST:
+  `{"inputs": [[z_0, ..., z_{z_dim-1}], ...]}`.
+- optional param `labels` (list of ints in `[0, 10)`, one per row): reserved for conditional
+  generators. It is validated (length, range) and ignored by unconditional generators, so
+  clients can send it today. Over REST: `{"inputs": ..., "params": {"labels": [3, 7]}}`.
+- output: float32 array `[-1, 1, 28, 28]` in the generator's tanh range **[-1, 1]**
+  (`(x + 1) / 2` gives [0, 1] pixel intensities).
+
+Bad input (wrong width, NaN/inf, non-numeric, too many rows, bad labels) raises an
+`MlflowException` with `INVALID_PARAMETER_VALUE`, so `mlflow models serve` answers 400, not 500.
+
+The model directory holds the raw generator file (`artifacts/generator.pt`, the train stage's
+`save_generator` format, loaded with `weights_only=True`) and a copy of the `ganmodel` package
+(`code/ganmodel`), so serving needs only torch, numpy, mlflow, pydantic and pyyaml.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+ARTIFACT_KEY = "generator"
+WEIGHTS_FILE = "generator.pt"
+# Where the weights file sits inside a logged model directory.
+WEIGHTS_IN_MODEL = f"artifacts/{WEIGHTS_FILE}"
+IMAGE_SHAPE = (1, 28, 28)
+N_CLASSES = 10
+MAX_ROWS = 10_000
+
+
+def _bad(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def to_latents(model_input: Any, z_dim: int) -> np.ndarray:
+    """Validate `model_input` as latent vectors; return a float32 array [n, z_dim]."""
+    if isinstance(model_input, dict):
+        # Named-tensor input: accept a single tensor under any name.
+        if len(model_input) != 1:
+            raise _bad(f"expected one latent tensor [n, {z_dim}], got inputs {sorted(model_input)}")
+        model_input = next(iter(model_input.values()))
+    if hasattr(model_input, "detach"):  # torch tensor
+        model_input = model_input.detach().cpu().numpy()
+    elif hasattr(model_input, "to_numpy"):  # pandas DataFrame
+        model_input = model_input.to_numpy()
+    try:
+        arr = np.asarray(model_input)
+    except (ValueError, TypeError) as err:
+        raise _bad(f"latent vectors must be a 2-D numeric array [n, {z_dim}] ({err})") from None
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (ValueError, TypeError):
+            raise _bad(f"latent vectors must be numbers, expected [n, {z_dim}]") from None
+    if arr.dtype.kind not in "biuf":
+        raise _bad(f"latent vectors must be numbers, got dtype {arr.dtype}; expected [n, {z_dim}]")
+    if arr.ndim == 1 and arr.shape[0] == z_dim:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != z_dim:
+        raise _bad(f"latent vectors must have shape [n, {z_dim}], got {list(arr.shape)}")
+    if arr.shape[0] == 0 or arr.shape[0] > MAX_ROWS:
+        raise _bad(f"expected 1 to {MAX_ROWS} latent vectors per request, got {arr.shape[0]}")
+    if not np.isfinite(arr).all():
+        raise _bad("latent vectors contain NaN or infinite values")
+    return arr.astype(np.float32, copy=False)
+
+
+def to_labels(labels: Any, n: int) -> np.ndarray | None:
+    """Validate optional class labels (one int in [0, N_CLASSES) per row)."""
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.size == 0:
+        return None
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise _bad(f"labels: expected one label per latent vector ({n}), got shape {list(arr.shape)}")
+    if arr.dtype.kind not in "iu":
+        raise _bad(f"labels: expected integers, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= N_CLASSES:
+        raise _bad(f"labels: expected integers in [0, {N_CLASSES}), got {arr.min()}..{arr.max()}")
+    return arr.astype(np.int64)
+
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper around a `save_generator` file; see the module docstring for the contract."""
+
+    # The signature is explicit (TensorSpec): skip MLflow's type-hint wrapping of `predict` and
+    # its "add type hints" warning. Validation happens in `to_latents`.
+    _skip_type_hint_validation = True
+
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        from ganmodel.training.checkpoint import load_generator
+
+        path = context.artifacts[ARTIFACT_KEY]
+        self.generator = load_generator(path)
+        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+        self.meta = meta
+        self.z_dim = int(meta["z_dim"])
+        self.conditional = bool(meta.get("conditional", False))
+
+    # No type hints on predict: MLflow would try to derive a signature from them.
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        z = to_latents(model_input, self.z_dim)
+        labels = to_labels((params or {}).get("labels"), z.shape[0])
+        if labels is not None and not self.conditional:
+            labels = None  # unconditional generator: labels are accepted and ignored
+        with torch.no_grad():
+            out = self.generator(torch.from_numpy(np.ascontiguousarray(z)))
+        return out.float().clamp_(-1.0, 1.0).cpu().numpy()
+
+
+def signature(z_dim: int) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, z_dim))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *IMAGE_SHAPE))]),
+        params=ParamSchema([ParamSpec("labels", "long", [], shape=(-1,))]),
+    )
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what is installed: passing them skips MLflow's slow requirement inference."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy", "pydantic", "pyyaml")]
+
+
+def package_dir() -> str:
+    """The `ganmodel` package directory, copied into the model so serving can import it."""
+    return str(Path(__file__).resolve().parent)
+
+
+def log_generator_model(generator_path: str | os.PathLike[str], name: str = "model") -> Any:
+    """Log the generator file as a pyfunc model in the active run; returns the `ModelInfo`.
+
+    The raw weights file is also logged as a run artifact (`generator/generator.pt`).
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    meta = torch.load(generator_path, map_location="cpu", weights_only=True)["meta"]
+    z_dim = int(meta["z_dim"])
+    example = np.random.default_rng(0).standard_normal((2, z_dim)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="ganmodel-log-") as tmp:
+        # A fixed file name, whatever the source is called: consumers look for WEIGHTS_IN_MODEL.
+        weights = Path(tmp) / WEIGHTS_FILE
+        shutil.copyfile(generator_path, weights)
+        mlflow.log_artifact(str(weights), "generator")
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=GeneratorModel(),
+            artifacts={ARTIFACT_KEY: str(weights)},
+            code_paths=[package_dir()],
+            signature=signature(z_dim),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            metadata={"z_dim": z_dim, "arch": meta.get("arch"), "output_range": "[-1, 1]",
+                      "image_shape": list(IMAGE_SHAPE)},
+        )

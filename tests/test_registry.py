@@ -1,0 +1,261 @@
+"""The register gate on a real (sqlite) MLflow registry: champion/challenger aliases, protocol
+checks, idempotent re-registration by weights hash, and the tags every version carries."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from mlflow_helpers import (
+    CLASSIFIER_HASH,
+    DATA_HASH,
+    eval_metrics,
+    make_generator,
+    unique_name,
+)
+
+from ganmodel.config import RegisterParams
+from ganmodel.errors import GanModelError
+from ganmodel.registry import (
+    CHALLENGER,
+    CHAMPION,
+    Protocol,
+    check_metrics,
+    decide,
+    register_generator,
+    version_tags,
+)
+
+pytest_plugins = ["fixtures_mlflow"]  # mlflow_store, mlflow_server
+
+CFG = dict(max_fid_ratio=20.0, min_classes_covered=8)
+
+
+# -- the gate as a pure function (no MLflow) ---------------------------------------------------
+
+
+def _champion(version: str = "1", **metrics) -> SimpleNamespace:
+    m = eval_metrics(**metrics)
+    tags = version_tags(m, RegisterParams(**CFG), weights_hash="w", run_ids={}, params=None, git_commit="g")
+    return SimpleNamespace(version=version, tags=tags)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "champion", "decision", "words"),
+    [
+        (dict(fid=5.0), None, CHAMPION, "no champion yet"),
+        (dict(fid=5.0), dict(fid=6.0), CHAMPION, "beats champion v1"),
+        (dict(fid=6.0), dict(fid=6.0), CHALLENGER, "does not beat"),  # a tie does not move it
+        (dict(fid=7.0), dict(fid=6.0), CHALLENGER, "does not beat"),
+        (dict(fid=1.0, eval_seed=7), dict(fid=6.0), CHALLENGER, "eval_seed 7 vs 1234"),
+        (dict(fid=1.0, classifier_hash="e" * 64), dict(fid=6.0), CHALLENGER, "classifier_hash"),
+        (dict(fid=1.0, data_hash="f" * 64), dict(fid=6.0), CHALLENGER, "data_hash"),
+        (dict(fid=1.0, fid_ratio=25.0), None, CHALLENGER, "fid_ratio 25 > max_fid_ratio 20"),
+        (dict(fid=1.0, classes_covered=7), dict(fid=6.0), CHALLENGER,
+         "classes_covered 7 < min_classes_covered 8"),
+    ],
+)
+def test_decide(metrics, champion, decision, words):
+    champ = _champion(**champion) if champion is not None else None
+    d = decide(eval_metrics(**metrics), RegisterParams(**CFG), champ, version="2")
+    assert d.decision == decision
+    assert words in d.reason
+
+
+def test_decide_champion_without_protocol_tags_is_not_compared():
+    champ = SimpleNamespace(version="1", tags={"metric.fid": "100.0"})
+    d = decide(eval_metrics(fid=1.0), RegisterParams(**CFG), champ, version="2")
+    assert (d.decision, "no recorded evaluation protocol" in d.reason) == (CHALLENGER, True)
+
+
+def test_protocol_reads_float_n_samples_as_int():
+    a, b = eval_metrics(n_samples=2000.0), eval_metrics(n_samples=2000)
+    assert Protocol.from_metrics(a) == Protocol.from_metrics(b)
+
+
+@pytest.mark.parametrize(("drop", "bad"), [("fid", None), ("eval_seed", None), (None, {"fid": "nan?"}),
+                                            (None, {"n_samples": 10.5}), (None, {"fid": float("nan")})])
+def test_check_metrics_rejects_incomplete_or_bad(drop, bad):
+    m = eval_metrics(**(bad or {}))
+    if drop:
+        del m[drop]
+    with pytest.raises(GanModelError):
+        check_metrics(m)
+
+
+# -- on a real registry --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generators(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("generators")
+    return [make_generator(d / f"g{i}.pt", seed=i) for i in range(4)]
+
+
+def _register(store, name: str, gen: Path, metrics: dict, **cfg) -> tuple[dict, dict[str, str]]:
+    import mlflow
+
+    run_ids = {s: uuid.uuid4().hex for s in ("prepare", "classifier", "train", "evaluate")}
+    with mlflow.start_run(experiment_id=store.experiment_id) as run:
+        out = register_generator(gen, metrics, RegisterParams(model_name=name, **{**CFG, **cfg}),
+                                 run_ids=run_ids, params={"train": {"lr": 0.0002, "arch": "mlp"}})
+    return out, {**run_ids, "register": run.info.run_id}
+
+
+def _client(store):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(store.uri)
+
+
+def _alias(client, name: str, alias: str) -> str | None:
+    v = client.get_registered_model(name).aliases.get(alias)
+    return None if v is None else str(v)
+
+
+def test_first_registration_becomes_champion_and_is_tagged(mlflow_store, generators, capsys):
+    from ganmodel.runs import git_commit
+
+    name = unique_name()
+    metrics = eval_metrics(fid=12.5, class_count_3=200.0)
+    out, run_ids = _register(mlflow_store, name, generators[0], metrics)
+    assert out["decision"] == CHAMPION and out["version"] == 1 and out["champion_version"] == 1
+    assert out["created"] is True
+    assert "champion" in capsys.readouterr().out
+
+    client = _client(mlflow_store)
+    assert _alias(client, name, CHAMPION) == "1"
+    mv = client.get_model_version(name, "1")
+    tags = mv.tags
+    for k, v in metrics.items():
+        assert tags[f"metric.{k}"] == str(v), k
+    assert tags["metric.n_samples"] == "2000.0"
+    assert tags["protocol.n_samples"] == "2000" and tags["protocol.eval_seed"] == "1234"
+    assert tags["data.hash"] == DATA_HASH and tags["classifier.hash"] == CLASSIFIER_HASH
+    # (other people edit tracked files meanwhile: compare without the -dirty suffix)
+    assert tags["git.commit"].removesuffix("-dirty") == git_commit(".").removesuffix("-dirty") != "unknown"
+    for stage, run_id in run_ids.items():
+        assert tags[f"run_id.{stage}"] == run_id
+    assert tags["param.train.lr"] == "0.0002" and tags["param.train.arch"] == "mlp"
+    assert len(tags["weights_hash"]) == 64
+    assert tags["gate.decision"] == CHAMPION and "no champion yet" in tags["gate.reason"]
+    assert mv.run_id == run_ids["register"]
+
+
+def test_worse_then_better_then_same_weights(mlflow_store, generators):
+    name = unique_name()
+    client = _client(mlflow_store)
+    first, _ = _register(mlflow_store, name, generators[0], eval_metrics(fid=10.0))
+    assert first["decision"] == CHAMPION
+
+    worse, _ = _register(mlflow_store, name, generators[1], eval_metrics(fid=11.0))
+    assert (worse["version"], worse["decision"], worse["champion_version"]) == (2, CHALLENGER, 1)
+    assert "does not beat champion v1" in worse["reason"]
+    assert (_alias(client, name, CHAMPION), _alias(client, name, CHALLENGER)) == ("1", "2")
+    assert client.get_model_version(name, "2").tags["gate.decision"] == CHALLENGER
+
+    better, _ = _register(mlflow_store, name, generators[2], eval_metrics(fid=9.0))
+    assert (better["version"], better["decision"], better["champion_version"]) == (3, CHAMPION, 3)
+    assert "beats champion v1" in better["reason"]
+    assert _alias(client, name, CHAMPION) == "3"
+    assert client.get_model_version(name, "1").tags["gate.superseded_by"] == "3"
+
+    # Same weights again: no new version, the decision is re-applied.
+    again, _ = _register(mlflow_store, name, generators[2], eval_metrics(fid=9.0))
+    assert (again["version"], again["created"], again["decision"]) == (3, False, CHAMPION)
+    assert "already the champion" in again["reason"]
+    again_worse, _ = _register(mlflow_store, name, generators[1], eval_metrics(fid=11.0))
+    assert (again_worse["version"], again_worse["created"], again_worse["decision"]) == (2, False, CHALLENGER)
+    assert len(client.search_model_versions(f"name = '{name}'")) == 3
+    assert (_alias(client, name, CHAMPION), _alias(client, name, CHALLENGER)) == ("3", "2")
+
+
+def test_other_protocol_is_not_compared(mlflow_store, generators):
+    name = unique_name()
+    client = _client(mlflow_store)
+    _register(mlflow_store, name, generators[0], eval_metrics(fid=10.0))
+    # Much better FID, but at another N: FID is biased at finite N, so it is not comparable.
+    other, _ = _register(mlflow_store, name, generators[1], eval_metrics(fid=2.0, n_samples=500.0))
+    assert (other["decision"], other["champion_version"]) == (CHALLENGER, 1)
+    assert "protocol differs" in other["reason"] and "n_samples 500 vs 2000" in other["reason"]
+    assert (_alias(client, name, CHAMPION), _alias(client, name, CHALLENGER)) == ("1", "2")
+    assert "protocol differs" in client.get_model_version(name, "2").tags["gate.reason"]
+
+
+@pytest.mark.parametrize(("metrics", "words"), [
+    (dict(fid=5.0, fid_ratio=50.0), "fid_ratio 50 > max_fid_ratio 20"),
+    (dict(fid=5.0, classes_covered=3.0), "classes_covered 3 < min_classes_covered 8"),
+])
+def test_gate_failure_makes_a_challenger(mlflow_store, generators, metrics, words):
+    name = unique_name()
+    client = _client(mlflow_store)
+    # Without a champion: the failing version does not become one.
+    out, _ = _register(mlflow_store, name, generators[3], eval_metrics(**metrics))
+    assert (out["decision"], out["champion_version"]) == (CHALLENGER, None)
+    assert "gate failed" in out["reason"] and words in out["reason"] and "no champion set" in out["reason"]
+    assert _alias(client, name, CHAMPION) is None and _alias(client, name, CHALLENGER) == "1"
+    tags = client.get_model_version(name, "1").tags
+    assert tags["gate.decision"] == CHALLENGER and words in tags["gate.reason"]
+
+    # With a champion: a better FID does not make up for a failed threshold.
+    champ, _ = _register(mlflow_store, name, generators[0], eval_metrics(fid=10.0))
+    assert (champ["version"], champ["decision"]) == (2, CHAMPION)
+    again, _ = _register(mlflow_store, name, generators[3], eval_metrics(**metrics))
+    assert (again["version"], again["decision"], again["champion_version"]) == (1, CHALLENGER, 2)
+    assert words in again["reason"] and "champion v2 unchanged" in again["reason"]
+    assert (_alias(client, name, CHAMPION), _alias(client, name, CHALLENGER)) == ("2", "1")
+
+
+def test_bad_metrics_create_nothing(mlflow_store, generators):
+    name = unique_name()
+    m = eval_metrics()
+    del m["classifier_hash"]
+    with pytest.raises(GanModelError, match="classifier_hash"):
+        _register(mlflow_store, name, generators[0], m)
+    assert _client(mlflow_store).search_registered_models(f"name = '{name}'") == []
+
+
+# -- the stage script, against a real tracking server ------------------------------------------
+
+
+@pytest.mark.integration
+def test_register_stage_against_a_tracking_server(mlflow_server, tmp_path):
+    import json
+
+    from mlflow.tracking import MlflowClient
+    from mlflow_helpers import BIN, run_register_stage, subprocess_env, write_stage_inputs
+
+    name = unique_name()
+    args = write_stage_inputs(tmp_path, name, experiment="server-test")
+    proc = run_register_stage(tmp_path, args, mlflow_server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"register: {name} v1 (new version) -> champion" in proc.stdout
+    link = json.loads((tmp_path / "runs" / "register.json").read_text())
+    assert (link["model_name"], link["version"], link["decision"], link["champion_version"]) == (
+        name, 1, CHAMPION, 1)
+    assert json.loads((tmp_path / "metrics" / "register.json").read_text()) == {
+        "version": 1, "champion_version": 1, "is_champion": 1, "created": 1}
+
+    client = MlflowClient(mlflow_server)
+    assert str(client.get_registered_model(name).aliases[CHAMPION]) == "1"
+    mv = client.get_model_version(name, "1")
+    upstream = {s: json.loads((tmp_path / "runs" / f"{s}.json").read_text())["run_id"]
+                for s in ("prepare", "classifier", "train", "evaluate")}
+    for stage, run_id in {**upstream, "register": link["run_id"]}.items():
+        assert mv.tags[f"run_id.{stage}"] == run_id
+    run = client.get_run(link["run_id"])
+    assert run.data.tags["pipeline.stage"] == "register" and run.info.status == "FINISHED"
+    assert run.data.tags["upstream.evaluate.run_id"] == upstream["evaluate"]
+    assert "generator/generator.pt" in {a.path for a in client.list_artifacts(link["run_id"], "generator")}
+
+    # And the served weights come back through the server.
+    out = tmp_path / "s.npy"
+    gen = subprocess.run([str(BIN / "ganmodel"), "generate", "--model", f"models:/{name}@champion", "-n", "4",
+                          "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_server))
+    assert gen.returncode == 0, gen.stderr
+    assert np.load(out).shape == (4, 1, 28, 28)

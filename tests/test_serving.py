@@ -1,0 +1,178 @@
+"""The pyfunc generator model: input validation, loading from the registry, and a real
+`mlflow models serve` answering good requests with images and bad ones with 4xx."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow_helpers import (
+    BIN,
+    eval_metrics,
+    free_port,
+    make_generator,
+    stop,
+    subprocess_env,
+    unique_name,
+    wait_http,
+)
+
+from ganmodel.serving import to_labels, to_latents
+
+pytest_plugins = ["fixtures_mlflow"]  # mlflow_store
+Z = 100
+
+
+@pytest.mark.parametrize("good", [
+    np.zeros((3, Z), np.float32), np.zeros((3, Z), np.float64), np.zeros((3, Z), np.int64),
+    pd.DataFrame(np.zeros((3, Z))), torch.zeros(3, Z), [[0.0] * Z] * 3, {"z": np.zeros((3, Z))},
+])
+def test_to_latents_accepts_numeric_2d(good):
+    z = to_latents(good, Z)
+    assert z.shape == (3, Z) and z.dtype == np.float32
+
+
+def test_to_latents_accepts_one_vector():
+    assert to_latents(np.zeros(Z), Z).shape == (1, Z)
+
+
+@pytest.mark.parametrize(("bad", "words"), [
+    (np.zeros((3, Z - 1)), "shape [n, 100]"),
+    (np.zeros((3, Z, 1)), "shape [n, 100]"),
+    (np.zeros((0, Z)), "1 to"),
+    (np.full((2, Z), np.nan), "NaN"),
+    (np.full((2, Z), np.inf), "NaN or infinite"),
+    ([["a"] * Z], "numbers"),
+    (np.array([["a"] * Z], dtype=object), "numbers"),
+    ([[0.0] * Z, [0.0] * (Z - 1)], "2-D numeric array"),
+    ({"z": np.zeros((1, Z)), "w": np.zeros((1, Z))}, "one latent tensor"),
+])
+def test_to_latents_rejects_with_invalid_parameter_value(bad, words):
+    with pytest.raises(MlflowException) as exc:
+        to_latents(bad, Z)
+    assert exc.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert exc.value.get_http_status_code() == 400
+    assert words in exc.value.message
+
+
+@pytest.mark.parametrize(("labels", "ok"), [
+    (None, True), ([], True), ([0, 9], True), ([1], False), ([0, 10], False), ([-1, 0], False),
+    ([0.5, 1.0], False),
+])
+def test_labels_are_validated(labels, ok):
+    if ok:
+        to_labels(labels, 2)
+    else:
+        with pytest.raises(MlflowException):
+            to_labels(labels, 2)
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_store, tmp_path_factory):
+    """A generator registered as champion; returns (name, generator module)."""
+    import mlflow
+
+    from ganmodel.config import RegisterParams
+    from ganmodel.registry import register_generator
+    from ganmodel.training.checkpoint import load_generator
+
+    gen = make_generator(tmp_path_factory.mktemp("gen") / "generator.pt", seed=7)
+    name = unique_name()
+    with mlflow.start_run(experiment_id=mlflow_store.experiment_id):
+        register_generator(gen, eval_metrics(), RegisterParams(model_name=name), run_ids={})
+    return name, load_generator(gen)
+
+
+def _expected(g, z: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return g(torch.from_numpy(z)).numpy()
+
+
+def test_pyfunc_from_registry_matches_the_generator(registered):
+    import mlflow
+
+    name, g = registered
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    sig = model.metadata.signature
+    spec = {k: json.loads(sig.to_dict()[k])[0]["tensor-spec"] for k in ("inputs", "outputs")}
+    assert spec == {"inputs": {"dtype": "float32", "shape": [-1, Z]},
+                    "outputs": {"dtype": "float32", "shape": [-1, 1, 28, 28]}}
+    z = np.random.default_rng(0).standard_normal((4, Z)).astype(np.float32)
+    out = model.predict(z, params={"labels": [1, 2, 3, 4]})
+    assert out.shape == (4, 1, 28, 28) and out.dtype == np.float32
+    np.testing.assert_allclose(out, _expected(g, z), atol=1e-6)
+    with pytest.raises(MlflowException) as exc:
+        model.predict(np.zeros((2, Z + 1), np.float32))
+    assert exc.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def _post(url: str, body: object) -> tuple[int, dict]:
+    data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def served(registered, mlflow_store, tmp_path_factory):
+    """`mlflow models serve` of models:/<name>@champion on a free port; yields its base URL."""
+    name, _ = registered
+    root = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store.uri))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_http(f"{url}/ping", 90, proc)
+        except (TimeoutError, RuntimeError) as err:
+            tail = (root / "serve.log").read_text()[-3000:]
+            raise RuntimeError(f"mlflow models serve: {err}\n{tail}") from None
+        yield url
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.mark.integration
+def test_models_serve_answers_images_and_rejects_bad_input(served, registered):
+    _, g = registered
+    z = np.random.default_rng(1).standard_normal((3, Z)).astype(np.float32)
+    status, body = _post(f"{served}/invocations", {"inputs": z.tolist()})
+    assert status == 200, body
+    pred = np.asarray(body["predictions"], dtype=np.float32)
+    assert pred.shape == (3, 1, 28, 28)
+    assert pred.min() >= -1.0 and pred.max() <= 1.0
+    np.testing.assert_allclose(pred, _expected(g, z), atol=1e-5)
+
+    status, body = _post(f"{served}/invocations", {"inputs": z.tolist(), "params": {"labels": [0, 1, 2]}})
+    assert status == 200, body
+
+    bad = [
+        {"inputs": np.zeros((2, Z - 1)).tolist()},          # wrong width
+        {"inputs": "not a tensor"},                          # a string
+        {"inputs": [["x"] * Z]},                             # strings in the tensor
+        {"inputs": z.tolist(), "params": {"labels": [1]}},   # labels of the wrong length
+        "{not json",
+    ]
+    for body_in in bad:
+        status, body = _post(f"{served}/invocations", body_in)
+        assert 400 <= status < 500, (body_in if isinstance(body_in, str) else str(body_in)[:80], status, body)
+        assert body.get("message"), body
+
+    # Still serving after the bad requests.
+    status, body = _post(f"{served}/invocations", {"inputs": z[:1].tolist()})
+    assert status == 200 and np.asarray(body["predictions"]).shape == (1, 1, 28, 28)
