@@ -19,7 +19,7 @@ from ganmodel.config import EvaluateParams
 from ganmodel.data.prepared import Split
 from ganmodel.networks.classifier import EvalClassifier
 
-FLOOR_PREFIX = "floor_"
+FLOOR_SUFFIX = "_floor"
 
 
 @dataclass
@@ -59,9 +59,9 @@ def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, hel
     metrics = dict(gen)
     for k in ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage",
               "classes_covered", "class_kl"):
-        metrics[FLOOR_PREFIX + k] = floor[k]
+        metrics[k + FLOOR_SUFFIX] = floor[k]
+    # No KID ratio: the unbiased KID estimate of two real sets can be <= 0.
     metrics["fid_ratio"] = gen["fid"] / max(floor["fid"], 1e-12)
-    metrics["kid_ratio"] = gen["kid_mean"] / max(floor["kid_mean"], 1e-12)
     metrics["eval_seed"] = cfg.seed
 
     grid = sample_images(generator, cfg.grid_size, cfg.seed, cfg.batch_size)

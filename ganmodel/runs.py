@@ -60,8 +60,10 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
 
 
 def artifact_root(root: str | os.PathLike[str], uri: str) -> str | None:
-    """Absolute artifact location for a local store; a server decides its own."""
-    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+    """Absolute artifact location for a local store (beside its sqlite file); a server decides its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).absolute().parent / "artifacts").as_uri()
+    if uri.startswith("file:") or "://" not in uri:
         return (Path(root).absolute() / "mlruns" / "artifacts").as_uri()
     return None
 
@@ -113,6 +115,79 @@ def read_run_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return obj
 
 
+PARENT_TAG = "pipeline.execution"
+PIPELINE_ID_ENV = "GANMODEL_PIPELINE_ID"
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of a process from /proc; None where /proc is unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[19]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pipeline_execution_id() -> str | None:
+    """An id shared by the stages of one `dvc repro` / `dvc exp run` and by no other execution.
+
+    `GANMODEL_PIPELINE_ID` wins; otherwise the pid and start time of the `dvc` process that
+    launched this stage (DVC runs stages as its descendants). None when not run by DVC.
+    """
+    if env := os.environ.get(PIPELINE_ID_ENV):
+        return env
+    pid = os.getppid()
+    for _ in range(8):
+        stat = _proc_stat(pid)
+        if stat is None or pid <= 1:
+            return None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if any(Path(a.decode(errors="replace")).name == "dvc" for a in argv[:2]):
+            return f"dvc-{pid}-{stat[1]}"
+        pid = stat[0]
+    return None
+
+
+def parent_run_id(client: Any, experiment_id: str, execution: str, commit: str) -> str:
+    """The parent run grouping this pipeline execution's stage runs (created on first use)."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{execution}'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    name = f"dvc exp {exp_name}" if exp_name else f"dvc repro {commit[:8]}"
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={PARENT_TAG: execution, GIT_TAG: commit, "pipeline.role": "execution"})
+    return run.info.run_id
+
+
+RESUMED_TAG = "resumed"
+
+
+def find_unfinished_run(experiment: str, stage: str, tags: dict[str, str],
+                        root: str | os.PathLike[str] = ".") -> Any | None:
+    """The latest run of `stage` carrying all of `tags` that did not finish (RUNNING after a
+    killed process, FAILED, KILLED), or None: what a re-run continues instead of opening a
+    second run. Deleted runs and experiments are ignored."""
+    from mlflow.tracking import MlflowClient
+
+    if any("'" in v for v in tags.values()):
+        return None  # not expressible in a filter string; start a new run
+    uri = configure_tracking(root)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or exp.lifecycle_stage == "deleted":
+        return None
+    filters = [f"tags.`{STAGE_TAG}` = '{stage}'", *(f"tags.`{k}` = '{v}'" for k, v in tags.items()),
+               "attributes.status != 'FINISHED'"]  # RUNNING (killed), FAILED, KILLED, SCHEDULED
+    found = client.search_runs([exp.experiment_id], filter_string=" and ".join(filters),
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -122,6 +197,7 @@ def stage_run(
     tags: dict[str, str] | None = None,
     root: str | os.PathLike[str] = ".",
     run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[Any]:
     """One MLflow run for one stage execution; FAILED if the block raises.
 
@@ -130,20 +206,35 @@ def stage_run(
     """
     import mlflow
 
+    from mlflow.tracking import MlflowClient
+
     uri = configure_tracking(root)
     mlflow.set_tracking_uri(uri)
     exp_id = ensure_experiment(experiment, root, uri)
-    all_tags = {STAGE_TAG: stage, GIT_TAG: git_commit(root), **(tags or {})}
+    commit = git_commit(root)
+    all_tags = {STAGE_TAG: stage, GIT_TAG: commit, **(tags or {})}
     for up_stage, up_id in (upstream or {}).items():
         all_tags[UPSTREAM_TAG.format(stage=up_stage)] = up_id
     if name := os.environ.get("DVC_EXP_NAME"):
         all_tags["dvc.exp_name"] = name
+    client = MlflowClient(uri)
+    parent = None
+    if (execution := pipeline_execution_id()) is not None:
+        parent = parent_run_id(client, exp_id, execution, commit)
     kwargs: dict[str, Any] = {"run_id": run_id} if run_id else {
-        "experiment_id": exp_id, "run_name": stage}
-    with mlflow.start_run(tags=all_tags, log_system_metrics=False, **kwargs) as run:
-        if not run_id:
-            mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
-        yield run
+        "experiment_id": exp_id, "run_name": stage, "parent_run_id": parent}
+    try:
+        with mlflow.start_run(tags=all_tags, log_system_metrics=system_metrics, **kwargs) as run:
+            if not run_id:
+                mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
+            yield run
+    except BaseException:
+        if parent:
+            client.set_terminated(parent, "FAILED")
+        raise
+    if parent:
+        # Each finished stage moves the execution's end time; a later failure marks it FAILED.
+        client.set_terminated(parent, "FINISHED")
 
 
 def run_link(run: Any, **extra: Any) -> dict[str, Any]:

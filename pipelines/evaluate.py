@@ -59,7 +59,7 @@ def main() -> None:
             mlflow.log_artifact(str(out.path(args.samples)), "samples")
             mlflow.log_artifact(str(out.path(args.neighbours)), "samples")
         m = res.metrics
-        print(f"evaluate (N={cfg.n_samples}): FID {m['fid']:.2f} (floor {m['floor_fid']:.2f}, ratio "
+        print(f"evaluate (N={cfg.n_samples}): FID {m['fid']:.2f} (floor {m['fid_floor']:.2f}, ratio "
               f"{m['fid_ratio']:.2f}), KID {m['kid_mean']:.4f}, IS {m['is_mean']:.2f}, precision "
               f"{m['precision']:.3f}, recall {m['recall']:.3f}, classes {m['classes_covered']:.0f}, "
               f"{m['eval_time_s']:.1f}s")

@@ -80,7 +80,8 @@ def split_counts(splits: dict[str, Split], n_classes: int) -> dict[str, dict]:
     return {
         name: {
             "count": int(s.labels.numel()),
-            "per_class": {str(c): int(n) for c, n in enumerate(torch.bincount(s.labels, minlength=n_classes))},
+            "per_class": {str(c): int(n)
+                          for c, n in enumerate(torch.bincount(s.labels, minlength=n_classes))},
         }
         for name, s in splits.items()
     }
@@ -113,12 +114,15 @@ def load_split(prepared_dir: str | os.PathLike[str], name: str) -> Split:
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise GanModelError(f"{path}: not a prepared split file ({err})") from None
     if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise GanModelError(f"{path}: expected uint8 images [N, 1, 28, 28], got {images.dtype} {list(images.shape)}")
+        raise GanModelError(
+            f"{path}: expected uint8 images [N, 1, 28, 28], got {images.dtype} {list(images.shape)}")
     if labels.shape != (images.shape[0],):
         raise GanModelError(f"{path}: expected {images.shape[0]} labels, got {list(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise GanModelError(f"{path}: expected int64 labels, got {labels.dtype}")
     return Split(images, labels)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]; equal to ToTensor() then Normalize([0.5], [0.5])."""
-    return images.float().div_(127.5).sub_(1.0)
+    return images.to(torch.float32, copy=True).div_(127.5).sub_(1.0)  # never in place on the input

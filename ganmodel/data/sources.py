@@ -82,7 +82,8 @@ def _load_torchvision(name: str, raw_dir: str, download: bool) -> RawData:
         cls(str(root), train=True, download=True)
     files = {stem: _find_raw_file(root, folder, stem) for stem in stems}
     # Validate every file strictly first: a truncated file gets a clear error naming it.
-    arrays = {stem: read_idx(path) for stem, path in files.items()}
+    for path in files.values():
+        read_idx(path)
     staging = Path(tempfile.mkdtemp(prefix="ganmodel-idx-"))
     try:
         # torchvision reads uncompressed files from <root>/<Class>/raw/.

@@ -26,8 +26,17 @@ def build_generator(arch: str, z_dim: int) -> nn.Module:
     return GENERATORS[arch](z_dim=z_dim)
 
 
-def build_discriminator(arch: str) -> nn.Module:
-    return DISCRIMINATORS[arch]()
+def build_discriminator(arch: str, spectral_norm: bool = False) -> nn.Module:
+    """D of family `arch`; with `spectral_norm`, every linear/conv weight is divided by its
+    largest singular value (Miyato et al. 2018, "Spectral Normalization for GANs", eq. 8)."""
+    d = DISCRIMINATORS[arch]()
+    if spectral_norm:
+        from torch.nn.utils.parametrizations import spectral_norm as sn
+
+        for name, m in list(d.named_modules()):
+            if isinstance(m, nn.Linear | nn.Conv2d):
+                sn(m)
+    return d
 
 
 def check_shape(t: torch.Tensor, tail: tuple[int, ...], what: str) -> None:
@@ -37,4 +46,4 @@ def check_shape(t: torch.Tensor, tail: tuple[int, ...], what: str) -> None:
 
 
 # Importing the family modules fills the registries (explicit, no string imports).
-from ganmodel.networks import dcgan, mlp  # noqa: E402,F401
+from ganmodel.networks import dcgan, mlp, mlp_leaky  # noqa: E402,F401

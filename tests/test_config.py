@@ -1,0 +1,216 @@
+"""Typed params: the repo's params.yaml loads; bad keys, types, ranges and combinations stop
+with a one-line `GanModelError` naming the key, both in-process and through a stage's CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ganmodel.config import DataParams, Params, TrainParams, load_params, parse_params
+from ganmodel.errors import GanModelError
+
+
+def _error(raw: object) -> str:
+    with pytest.raises(GanModelError) as exc:
+        parse_params(raw)  # type: ignore[arg-type]
+    msg = str(exc.value)
+    assert "\n" not in msg, f"error message spans several lines: {msg!r}"
+    return msg
+
+
+def test_repo_params_load(repo_root: Path) -> None:
+    params = load_params(repo_root / "params.yaml")
+    assert isinstance(params, Params)
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    # Every value written in params.yaml is what the typed model holds.
+    for section, values in raw.items():
+        model = getattr(params, section)
+        for key, value in values.items():
+            got = getattr(model, key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, f"{section}.{key}"
+    # The seed recipe (the article): MLP G/D, BCE, Adam lr 2e-4, batch 128, z 100.
+    t = params.train
+    assert (t.arch, t.loss, t.lr, t.batch_size, t.z_dim) == ("mlp", "bce", 2e-4, 128, 100)
+
+
+def test_empty_mapping_gives_defaults() -> None:
+    params = parse_params({})
+    assert params.train == TrainParams()
+    assert params.data == DataParams()
+    assert params.data.dataset == "mnist5k"
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(GanModelError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n  epochs: 3\n")
+    with pytest.raises(GanModelError) as exc:
+        load_params(bad)
+    assert str(bad) in str(exc.value) and "YAML" in str(exc.value)
+    assert "\n" not in str(exc.value)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(GanModelError, match="mapping"):
+        load_params(bad)
+
+
+def test_unknown_top_level_section() -> None:
+    msg = _error({"trian": {"epochs": 3}})
+    assert "trian" in msg and "unknown key" in msg
+    assert "train" in msg  # the allowed sections are listed
+
+
+@pytest.mark.parametrize("section,key", [("train", "foo"), ("data", "datset"), ("tracking", "uri")])
+def test_unknown_key_in_section(section: str, key: str) -> None:
+    msg = _error({section: {key: 1}})
+    assert f"{section}.{key}" in msg and "unknown key" in msg
+
+
+def test_error_names_the_source_file(tmp_path: Path) -> None:
+    p = tmp_path / "my-params.yaml"
+    p.write_text("train:\n  foo: 1\n")
+    with pytest.raises(GanModelError) as exc:
+        load_params(p)
+    assert str(p) in str(exc.value) and "train.foo" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "raw,key",
+    [
+        ({"train": {"epochs": "ten"}}, "train.epochs"),
+        ({"train": {"epochs": 2.5}}, "train.epochs"),
+        ({"train": {"epochs": True}}, "train.epochs"),
+        ({"train": {"lr": "fast"}}, "train.lr"),
+        ({"train": {"lr": True}}, "train.lr"),
+        ({"train": {"use_gpu": "maybe"}}, "train.use_gpu"),
+        ({"train": {"betas": [0.5]}}, "train.betas"),
+        ({"train": {"storage_path": 5}}, "train.storage_path"),
+        ({"data": {"dataset": "cifar10"}}, "data.dataset"),
+        ({"train": {"precision": "fp16"}}, "train.precision"),
+        ({"train": "fast"}, "train"),
+    ],
+)
+def test_wrong_type(raw: dict, key: str) -> None:
+    msg = _error(raw)
+    assert re.search(rf": {re.escape(key)}[.:]", msg), msg
+
+
+@pytest.mark.parametrize(
+    "raw,key",
+    [
+        ({"train": {"batch_size": 0}}, "train.batch_size"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"lr": 0.0}}, "train.lr"),
+        ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
+        ({"train": {"betas": [0.5, 1.0]}}, "train.betas"),
+        ({"train": {"num_workers": 0}}, "train.num_workers"),
+        ({"data": {"val_fraction": 0.7}}, "data.val_fraction"),
+        ({"data": {"val_fraction": 0.0}}, "data.val_fraction"),
+        ({"data": {"test_fraction": -0.1}}, "data.test_fraction"),
+        ({"data": {"seed": -1}}, "data.seed"),
+    ],
+)
+def test_out_of_range(raw: dict, key: str) -> None:
+    msg = _error(raw)
+    assert f": {key}:" in msg, msg
+
+
+def test_batch_not_divisible_by_workers() -> None:
+    msg = _error({"train": {"batch_size": 100, "num_workers": 3}})
+    assert ": train.batch_size:" in msg and "train.num_workers" in msg, msg
+    # The same numbers are fine when they divide.
+    assert parse_params({"train": {"batch_size": 99, "num_workers": 3}}).train.batch_size == 99
+
+
+def test_download_with_mnist5k() -> None:
+    msg = _error({"data": {"dataset": "mnist5k", "download": True}})
+    assert ": data.download:" in msg and "mnist5k" in msg, msg
+    assert parse_params({"data": {"dataset": "mnist", "download": True}}).data.download is True
+
+
+@pytest.mark.parametrize("key,value", [("arch", "resnet"), ("loss", "l2")])
+def test_unknown_arch_or_loss(key: str, value: str) -> None:
+    msg = _error({"train": {key: value}})
+    assert f": train.{key}:" in msg and value in msg, msg
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan_gp"])
+def test_known_arch_and_loss(arch: str, loss: str) -> None:
+    t = parse_params({"train": {"arch": arch, "loss": loss}}).train
+    assert (t.arch, t.loss) == (arch, loss)
+
+
+def test_params_are_frozen() -> None:
+    params = parse_params({})
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        params.train.epochs = 5  # type: ignore[misc]
+
+
+# --- the CLI path -------------------------------------------------------------------------------
+
+
+def _run_prepare(repo_root: Path, tmp_path: Path,
+                 params_text: str) -> tuple[subprocess.CompletedProcess, dict]:
+    params = tmp_path / "bad.yaml"
+    params.write_text(params_text)
+    outs = {"out_dir": tmp_path / "prepared", "metrics": tmp_path / "metrics" / "prepare.json",
+            "run_file": tmp_path / "runs" / "prepare.json"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///" + str(tmp_path / "mlflow.db"),
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / "pipelines" / "prepare.py"), "--params", str(params),
+         "--out-dir", str(outs["out_dir"]), "--metrics", str(outs["metrics"]),
+         "--run-file", str(outs["run_file"])],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    return proc, outs
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("data:\n  dataset: mnist5k\ntrain:\n  foo: 1\n", "train.foo"),
+        ("data:\n  val_fraction: 0.7\n", "data.val_fraction"),
+        ("data:\n  dataset: mnist5k\n  download: true\n", "data.download"),
+    ],
+)
+def test_prepare_cli_rejects_bad_params(repo_root: Path, tmp_path: Path, text: str, key: str) -> None:
+    proc, outs = _run_prepare(repo_root, tmp_path, text)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and key in lines[0], lines[0]
+    for path in outs.values():
+        assert not path.exists(), f"{path} was created by a stage that failed"
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before touching the tracking store
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.integration  # creates a real MLflow sqlite store (its migrations take a while)
+def test_prepare_cli_missing_raw_data_leaves_no_outputs(repo_root: Path, tmp_path: Path) -> None:
+    """Valid params, but the raw files are missing: the stage fails mid-way, cleanly."""
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    proc, outs = _run_prepare(repo_root, tmp_path, f"data:\n  dataset: mnist\n  raw_dir: {raw_dir}\n")
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "data.raw_dir" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    for path in outs.values():
+        assert not path.exists(), f"{path} was created by a stage that failed"
+    # The run was recorded and marked FAILED.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+    exp = client.get_experiment_by_name("ganmodel")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.tags["pipeline.stage"] == "prepare"
