@@ -79,7 +79,7 @@ def build_state(cfg: TrainParams, ctx: Context) -> GanState:
     """Models, optimisers and fixed noise; identical on every rank (seeded), then DDP-wrapped."""
     torch.manual_seed(cfg.seed)
     g = build_generator(cfg.arch, cfg.z_dim).to(ctx.device)
-    d = build_discriminator(cfg.arch).to(ctx.device)
+    d = build_discriminator(cfg.arch, cfg.spectral_norm).to(ctx.device)
     ema = None
     if cfg.ema_decay > 0:
         ema = copy.deepcopy(g).eval().requires_grad_(False)
