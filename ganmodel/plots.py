@@ -17,7 +17,8 @@ def _plt():
     return plt
 
 
-def confusion_png(confusion: torch.Tensor, classes: list[str], path: str | os.PathLike[str], title: str) -> None:
+def confusion_png(confusion: torch.Tensor, classes: list[str], path: str | os.PathLike[str],
+                  title: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 5.5), dpi=100)
     cm = confusion.float()
@@ -44,7 +45,8 @@ def curves_png(csv_path: str | os.PathLike[str], path: str | os.PathLike[str], t
         rows = list(csv.DictReader(f))
     plt = _plt()
     has_fid = any(r.get("fid") for r in rows)
-    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 6, 4), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 6, 4), dpi=100,
+                             squeeze=False)
     epochs = [int(r["epoch"]) for r in rows]
     ax = axes[0][0]
     for key in ("d_loss", "g_loss"):

@@ -75,14 +75,16 @@ def ensure_experiment(name: str, root: str | os.PathLike[str], uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            raise GanModelError(f"tracking.experiment: experiment {name!r} is deleted; restore it or pick another name")
+            raise GanModelError(f"tracking.experiment: experiment {name!r} is deleted; "
+                                "restore it or pick another name")
         return exp.experiment_id
     return client.create_experiment(name, artifact_location=artifact_root(root, uri))
 
 
 def git_commit(root: str | os.PathLike[str] = ".") -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     commit = out.stdout.strip() if out.returncode == 0 else "unknown"
@@ -205,7 +207,6 @@ def stage_run(
     existing run (a re-run after a kill continues the same run instead of opening a second).
     """
     import mlflow
-
     from mlflow.tracking import MlflowClient
 
     uri = configure_tracking(root)

@@ -52,8 +52,9 @@ def main() -> None:
             raise GanModelError(
                 f"classifier: test accuracy {res.test_accuracy:.4f} is below the floor {floor:.2f} for "
                 f"{meta['dataset']}; raise classifier.epochs or check the data")
-        summary = {"test_accuracy": round(res.test_accuracy, 5), "val_accuracy": round(res.val_accuracy, 5),
-                   "min_accuracy": floor, "classifier_hash": clf_hash, "wall_time_s": round(res.wall_time_s, 1)}
+        summary = {"test_accuracy": round(res.test_accuracy, 5),
+                   "val_accuracy": round(res.val_accuracy, 5), "min_accuracy": floor,
+                   "classifier_hash": clf_hash, "wall_time_s": round(res.wall_time_s, 1)}
         with OutputSet() as out:
             save_classifier(res.model, {"data_hash": meta["data_hash"], "dataset": meta["dataset"],
                                         "classes": classes, "hash": clf_hash}, out.path(args.model))

@@ -3,9 +3,8 @@ repo (real git, DVC, Ray and an MLflow sqlite store under a temp dir). They stop
 by process group: never `ray stop`, which stops every Ray process on the machine, other tests'
 included.
 
-Use from a test module with `pytest_plugins = ["fixtures_mlflow", "stage_repo"]`:
-- `upstream_repo` (session): a copied repo with `prepare` and a 1-epoch `classifier` reproduced,
-  made once and cloned by each module with `clone_stage_repo`.
+The session fixture `upstream_repo` (a copied repo with `prepare` and a 1-epoch `classifier`
+reproduced, cloned by each module with `clone_stage_repo`) lives in `fixtures_stage`.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 SOURCES = ("ganmodel", "pipelines", "dvc.yaml", "params.yaml", "pyproject.toml")
@@ -142,29 +140,10 @@ def edit_params(repo: Path, section: str, **values: Any) -> dict[str, Any]:
     return params
 
 
-def _fresh_mlflow_store(tmp: Path, template_db: Path) -> None:
+def fresh_mlflow_store(tmp: Path, template_db: Path) -> None:
     """A private, already migrated sqlite store at `tmp/mlflow/mlflow.db` (what `stage_env` uses)."""
     (tmp / "mlflow").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template_db, tmp / "mlflow" / "mlflow.db")
-
-
-@pytest.fixture(scope="session")
-def upstream_repo(repo_root: Path, tmp_path_factory: pytest.TempPathFactory,
-                  mlflow_template_db: Path) -> Path:
-    """A copied repo with git and DVC initialised, tiny params, and the upstream stages of `train`
-    (prepare, a 1-epoch classifier) reproduced. Clone it with `clone_stage_repo`."""
-    tmp = tmp_path_factory.mktemp("upstream")
-    repo = tmp / "repo"
-    copy_repo(repo_root, repo)
-    edit_params(repo, "classifier", **TINY_CLASSIFIER)
-    edit_params(repo, "train", **TINY_TRAIN)
-    _fresh_mlflow_store(tmp, mlflow_template_db)
-    env = stage_env(repo, tmp, str(tmp))
-    sh(["git", "init", "-q"], repo, env)
-    sh(["dvc", "init", "-q"], repo, env)
-    shutil.copy2(repo_root / ".dvc" / "config", repo / ".dvc" / "config")  # analytics and update checks off
-    sh(["dvc", "repro", "classifier"], repo, env, timeout=300)
-    return repo
 
 
 def clone_stage_repo(upstream: Path, tmp: Path, template_db: Path, ray_tmp: str,
@@ -173,7 +152,7 @@ def clone_stage_repo(upstream: Path, tmp: Path, template_db: Path, ray_tmp: str,
     train params. Returns (repo, env)."""
     repo = tmp / "repo"
     shutil.copytree(upstream, repo, symlinks=True)
-    _fresh_mlflow_store(tmp, template_db)
+    fresh_mlflow_store(tmp, template_db)
     edit_params(repo, "train", **train)
     return repo, stage_env(repo, tmp, ray_tmp)
 

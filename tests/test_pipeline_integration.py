@@ -150,7 +150,8 @@ def test_train_run(pipeline, runs) -> None:
         assert clf.data.tags["upstream.prepare.run_id"] == prep.info.run_id
         assert run.data.tags["upstream.classifier.run_id"] == clf.info.run_id
     assert run.data.tags["data.hash"] == prep.data.tags["data.hash"]
-    assert run.data.params["train.epochs"] == "2" and run.data.params["train.arch"] == "mlp"
+    written = yaml.safe_load((pipeline["repo"] / "params.yaml").read_text())["train"]
+    assert run.data.params["train.epochs"] == "2" and run.data.params["train.arch"] == written["arch"]
     assert run.data.params["scaling.workers"] == "2"
     for key in ("d_loss", "g_loss"):
         history = client.get_metric_history(run.info.run_id, key)

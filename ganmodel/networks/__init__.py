@@ -33,7 +33,7 @@ def build_discriminator(arch: str, spectral_norm: bool = False) -> nn.Module:
     if spectral_norm:
         from torch.nn.utils.parametrizations import spectral_norm as sn
 
-        for name, m in list(d.named_modules()):
+        for m in list(d.modules()):
             if isinstance(m, nn.Linear | nn.Conv2d):
                 sn(m)
     return d

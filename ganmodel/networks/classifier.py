@@ -58,7 +58,8 @@ def save_classifier(model: EvalClassifier, meta: dict[str, Any], path: str | os.
                 "meta": {**meta, "feature_dim": model.feature_dim, "n_classes": model.n_classes}}, path)
 
 
-def load_classifier(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[EvalClassifier, dict[str, Any]]:
+def load_classifier(path: str | os.PathLike[str],
+                    device: str | torch.device = "cpu") -> tuple[EvalClassifier, dict[str, Any]]:
     """Load a classifier file (weights_only); returns the model in eval mode and its meta."""
     p = Path(path)
     if not p.is_file():

@@ -84,7 +84,8 @@ def load_checkpoint(directory: str | os.PathLike[str], ctx: Context) -> dict[str
     return sd
 
 
-def save_generator(state_dict_g: dict[str, torch.Tensor], meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def save_generator(state_dict_g: dict[str, torch.Tensor], meta: dict[str, Any],
+                   path: str | os.PathLike[str]) -> None:
     """The shipped generator file: weights plus the arch/z_dim needed to rebuild it."""
     torch.save({"state_dict": state_dict_g, "meta": meta}, path)
 

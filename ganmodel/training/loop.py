@@ -92,10 +92,16 @@ def build_state(cfg: TrainParams, ctx: Context) -> GanState:
         # (`sync_buffers`), which uses every rank's data and leaves all ranks identical.
         g = DDP(g, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
         d = DDP(d, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
+    # Fused Adam: the same update in one pass over the parameters instead of ~7; on a 1-thread
+    # CPU step it cut Adam from ~17 ms to ~4 ms (benchmarks/README.md). Last-bit rounding differs.
+    fused = ctx.device.type in ("cpu", "cuda")
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused)
     gen = torch.Generator().manual_seed(cfg.seed + 7919)
     fixed = torch.randn(N_FIXED_NOISE, cfg.z_dim, generator=gen).to(ctx.device)
+    # Weights are identical on every rank (seeded above); from here each rank draws its own
+    # dropout masks and WGAN-GP interpolation weights, as independent samples should.
+    torch.manual_seed(cfg.seed * 1_000_003 + 104_729 * (ctx.rank + 1))
     return GanState(g, d, ema, opt_g, opt_d, fixed)
 
 

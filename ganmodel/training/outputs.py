@@ -34,6 +34,18 @@ def scaling_params(cfg: TrainParams, n_train: int) -> dict[str, Any]:
     }
 
 
+def real_stats_for_training(classifier: str, prepared: str, data_hash: str, cache_dir: str) -> str:
+    """Path of the cached real train-split features used by the in-training FID."""
+    from ganmodel.data.prepared import load_split
+    from ganmodel.metrics import cached_stats
+    from ganmodel.networks.classifier import load_classifier
+
+    model, _ = load_classifier(classifier)
+    train = load_split(prepared, "train")
+    _, path = cached_stats(cache_dir, model, train.images, train.labels, data_hash, "train", 500)
+    return str(path.absolute())
+
+
 def generator_meta(cfg: TrainParams, data_meta: dict[str, Any]) -> dict[str, Any]:
     return {"arch": cfg.arch, "z_dim": cfg.z_dim, "dataset": data_meta["dataset"],
             "data_hash": data_meta["data_hash"], "ema": cfg.ema_decay > 0,
@@ -64,5 +76,7 @@ def write_train_outputs(outcome: TrainOutcome, cfg: TrainParams, data_meta: dict
         "final_d_loss": last.get("d_loss"),
         "final_g_loss": last.get("g_loss"),
         "steady_images_per_sec": round(outcome.steady_images_per_sec, 1),
+        **({"last_quick_fid": round(fids[-1], 4)}
+           if (fids := [h["fid"] for h in outcome.history if "fid" in h]) else {}),
         "wall_time_s": round(outcome.wall_time_s, 1),
     }

