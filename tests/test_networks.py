@@ -3,6 +3,9 @@ same outputs), DCGAN shapes, shape checks, and the BCE loss equals the seed's BC
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -19,50 +22,13 @@ from ganmodel.networks import (
 from ganmodel.networks.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganmodel.networks.mlp import MLPDiscriminator, MLPGenerator
 
-# --- the seed article's code, verbatim (section 4.1) --------------------------------------------
-
-latent_dim = 100
-
-
-# 定义生成器
-class Generator(nn.Module):
-    def __init__(self):
-        super(Generator, self).__init__()  # noqa: UP008
-        self.model = nn.Sequential(
-            nn.Linear(latent_dim, 256),
-            nn.ReLU(),
-            nn.Linear(256, 512),
-            nn.ReLU(),
-            nn.Linear(512, 1024),
-            nn.ReLU(),
-            nn.Linear(1024, 784),
-            nn.Tanh()
-        )
-
-    def forward(self, x):
-        return self.model(x)
-
-
-# 定义判别器
-class Discriminator(nn.Module):
-    def __init__(self):
-        super(Discriminator, self).__init__()  # noqa: UP008
-        self.model = nn.Sequential(
-            nn.Linear(784, 1024),
-            nn.ReLU(),
-            nn.Linear(1024, 512),
-            nn.ReLU(),
-            nn.Linear(512, 256),
-            nn.ReLU(),
-            nn.Linear(256, 1),
-            nn.Sigmoid()
-        )
-
-    def forward(self, x):
-        return self.model(x)
-
-
-# ------------------------------------------------------------------------------------------------
+# --- the seed article's networks, verbatim, from the one place the article's code lives --------
+_spec = importlib.util.spec_from_file_location(
+    "classic_gan", Path(__file__).resolve().parents[1] / "benchmarks" / "classic_gan.py")
+classic_gan = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(classic_gan)
+Generator, Discriminator = classic_gan.Generator, classic_gan.Discriminator
+latent_dim = classic_gan.latent_dim
 
 
 def _linear_sizes(m: nn.Module) -> list[tuple[int, int]]:
