@@ -12,6 +12,7 @@ than the alive nodes can place (`check_resources`), and on a multi-node cluster 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -72,6 +73,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
     from ganmodel.training.checkpoint import load_checkpoint, save_checkpoint
     from ganmodel.training.loop import Context, train
 
+    # Ray Train logs two INFO lines per rank per report ("Checkpoint successfully created",
+    # "Reporting training result"); rank 0's progress line already says the same, once.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     spec = JobSpec(**config)
     cfg = TrainParams(**spec.train)
     rctx = ray.train.get_context()
