@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,9 +149,30 @@ def pipeline_execution_id() -> str | None:
         except OSError:
             return None
         if any(Path(a.decode(errors="replace")).name == "dvc" for a in argv[:2]):
-            return f"dvc-{pid}-{stat[1]}"
+            return f"dvc-{socket.gethostname()}-{pid}-{stat[1]}"
         pid = stat[0]
     return None
+
+
+def close_stale_executions(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the parent runs of executions launched on this host whose `dvc` process is
+    gone (a killed `dvc repro` never closes its parent run). Other hosts' runs are left alone."""
+    prefix = f"dvc-{socket.gethostname()}-"
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="tags.`pipeline.role` = 'execution' and "
+                                  "attributes.status = 'RUNNING'", max_results=200):
+        execution = run.data.tags.get(PARENT_TAG, "")
+        if not execution.startswith(prefix):
+            continue
+        try:
+            pid, start = execution.removeprefix(prefix).split("-")
+            alive = _proc_stat(int(pid))
+        except ValueError:
+            continue
+        if alive is None or alive[1] != start:
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 def parent_run_id(client: Any, experiment_id: str, execution: str, commit: str) -> str:
@@ -221,6 +243,7 @@ def stage_run(
     client = MlflowClient(uri)
     parent = None
     if (execution := pipeline_execution_id()) is not None:
+        close_stale_executions(client, exp_id)
         parent = parent_run_id(client, exp_id, execution, commit)
     kwargs: dict[str, Any] = {"run_id": run_id} if run_id else {
         "experiment_id": exp_id, "run_name": stage, "parent_run_id": parent}

@@ -1,0 +1,41 @@
+"""Pipeline-execution parent runs: a killed `dvc repro` leaves its parent RUNNING; the next
+execution on the same host closes it, and leaves other hosts' and live executions alone."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ganmodel.runs import PARENT_TAG, _proc_stat, close_stale_executions
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while Path(f"/proc/{pid}").exists():
+        pid += 1
+    return pid
+
+
+def test_close_stale_executions(tmp_path: Path) -> None:
+    client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    host = socket.gethostname()
+    me = _proc_stat(os.getpid())
+    assert me is not None
+    executions = {
+        "dead_here": f"dvc-{host}-{_dead_pid()}-123",
+        "alive_here": f"dvc-{host}-{os.getpid()}-{me[1]}",
+        "reused_pid": f"dvc-{host}-{os.getpid()}-{int(me[1]) + 1}",  # same pid, other start time
+        "other_host": f"dvc-{host}x-{_dead_pid()}-123",
+    }
+    ids = {k: client.create_run(exp, tags={PARENT_TAG: v, "pipeline.role": "execution"}).info.run_id
+           for k, v in executions.items()}
+    closed = close_stale_executions(client, exp)
+    assert sorted(closed) == sorted([ids["dead_here"], ids["reused_pid"]])
+    status = {k: client.get_run(i).info.status for k, i in ids.items()}
+    assert status == {"dead_here": "KILLED", "alive_here": "RUNNING", "reused_pid": "KILLED",
+                      "other_host": "RUNNING"}
+    assert close_stale_executions(client, exp) == []
