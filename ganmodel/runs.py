@@ -212,6 +212,17 @@ def find_unfinished_run(experiment: str, stage: str, tags: dict[str, str],
     return found[0] if found else None
 
 
+def read_upstream(items: list[str]) -> dict[str, str]:
+    """`["prepare=runs/prepare.json", ...]` -> `{"prepare": <run id>, ...}`."""
+    out = {}
+    for item in items:
+        stage, sep, path = item.partition("=")
+        if not sep or not stage or not path:
+            raise GanModelError(f"--upstream: expected STAGE=RUN_FILE, got {item!r}")
+        out[stage] = read_run_file(path)["run_id"]
+    return out
+
+
 @contextmanager
 def stage_run(
     stage: str,

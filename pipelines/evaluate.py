@@ -9,7 +9,7 @@ from ganmodel.config import load_params
 from ganmodel.data.prepared import load_split, read_meta
 from ganmodel.entry import run_main
 from ganmodel.io import OutputSet, write_json
-from ganmodel.runs import DATA_HASH_TAG, read_run_file, run_link, stage_run
+from ganmodel.runs import DATA_HASH_TAG, read_upstream, run_link, stage_run
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.evaluate
     meta = read_meta(args.prepared)
-    upstream = {s: read_run_file(p)["run_id"] for s, p in (u.split("=", 1) for u in args.upstream)}
+    upstream = read_upstream(args.upstream)
 
     from ganmodel.evaluation import evaluate, heldout
     from ganmodel.networks.classifier import load_classifier

@@ -39,3 +39,20 @@ def test_close_stale_executions(tmp_path: Path) -> None:
     assert status == {"dead_here": "KILLED", "alive_here": "RUNNING", "reused_pid": "KILLED",
                       "other_host": "RUNNING"}
     assert close_stale_executions(client, exp) == []
+
+
+def test_read_upstream(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from ganmodel.errors import GanModelError
+    from ganmodel.runs import read_upstream
+
+    (tmp_path / "p.json").write_text(json.dumps({"run_id": "abc"}))
+    assert read_upstream([f"prepare={tmp_path / 'p.json'}"]) == {"prepare": "abc"}
+    for bad in ("prepare", "=x.json", "prepare="):
+        with pytest.raises(GanModelError, match="--upstream: expected STAGE=RUN_FILE"):
+            read_upstream([bad])
+    with pytest.raises(GanModelError, match="upstream run file not found"):
+        read_upstream([f"train={tmp_path / 'missing.json'}"])
