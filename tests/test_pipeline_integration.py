@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from stage_repo import stage_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -57,19 +56,7 @@ def pipeline(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
 
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are length-limited
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "DVC_"))}
-    env.update(
-        PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
-        PYTHONPATH=str(repo),  # the copied sources, not the checkout the venv points at
-        MLFLOW_TRACKING_URI="sqlite:///" + str(tmp / "mlflow" / "mlflow.db"),
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DVC_NO_ANALYTICS="1",
-        DVC_SITE_CACHE_DIR=str(tmp / "dvc-site"),
-        RAY_TMPDIR=ray_tmp,
-        RAY_USAGE_STATS_ENABLED="0",
-        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
-    )
+    env = stage_env(repo, tmp, ray_tmp)  # the copied sources on PYTHONPATH, a private MLflow store
     try:
         _sh(["git", "init", "-q"], repo, env)
         _sh(["dvc", "init", "-q"], repo, env)
