@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 from ganmodel.errors import GanModelError
@@ -19,3 +20,11 @@ def run_main(main: Callable[[], int | None]) -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def stage_wall_time_s() -> float:
+    """Seconds since this process started: a stage's wall time as its user waits for it, with the
+    interpreter start-up and imports (torch, MLflow: seconds here) that in-code timers miss."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()

@@ -6,7 +6,7 @@ import argparse
 
 from ganmodel.config import load_params, min_classifier_accuracy
 from ganmodel.data.prepared import load_split, read_meta
-from ganmodel.entry import run_main
+from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.errors import GanModelError
 from ganmodel.io import OutputSet, sha256_state_dict, write_json
 from ganmodel.runs import DATA_HASH_TAG, read_run_file, run_link, stage_run
@@ -60,6 +60,8 @@ def main() -> None:
                                         "classes": classes, "hash": clf_hash}, out.path(args.model))
             confusion_png(res.confusion, classes, out.path(args.confusion),
                           f"{meta['dataset']} test confusion (acc {res.test_accuracy:.4f})")
+            summary["stage_wall_time_s"] = round(stage_wall_time_s(), 1)
+            mlflow.log_metric("stage_wall_time_s", summary["stage_wall_time_s"])
             write_json(out.path(args.metrics), summary)
             write_json(out.path(args.run_file), run_link(run, classifier_hash=clf_hash))
             mlflow.log_artifact(str(out.path(args.model)), "classifier")

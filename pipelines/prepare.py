@@ -7,7 +7,7 @@ import argparse
 from ganmodel.config import load_params
 from ganmodel.data.prepared import data_hash, make_splits, save_prepared, split_counts
 from ganmodel.data.sources import load_raw
-from ganmodel.entry import run_main
+from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.io import OutputSet, write_json
 from ganmodel.runs import DATA_HASH_TAG, run_link, stage_run
 
@@ -36,7 +36,9 @@ def main() -> None:
         mlflow.log_dict(counts, "counts.json")
         with OutputSet() as out:
             save_prepared(out.path(args.out_dir), splits, meta)
-            write_json(out.path(args.metrics), {"data_hash": digest, **counts})
+            wall = round(stage_wall_time_s(), 1)
+            mlflow.log_metric("stage_wall_time_s", wall)
+            write_json(out.path(args.metrics), {"data_hash": digest, **counts, "stage_wall_time_s": wall})
             write_json(out.path(args.run_file), run_link(run, data_hash=digest))
         print(f"prepared {p.dataset}: " + ", ".join(f"{s} {c['count']}" for s, c in counts.items())
               + f"; data hash {digest[:12]}")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ganmodel.config import load_params
-from ganmodel.entry import run_main
+from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.errors import GanModelError
 from ganmodel.io import OutputSet, write_json
 from ganmodel.runs import DATA_HASH_TAG, git_commit, read_run_file, run_link, stage_run
@@ -72,8 +72,9 @@ def main() -> None:
                          "register.decision": result["decision"], "register.reason": result["reason"]})
         summary = {"version": result["version"], "champion_version": result["champion_version"],
                    "is_champion": int(result["decision"] == "champion"), "created": int(result["created"])}
-        mlflow.log_metrics({k: float(v) for k, v in summary.items() if v is not None})
         with OutputSet() as out:
+            summary["stage_wall_time_s"] = round(stage_wall_time_s(), 1)
+            mlflow.log_metrics({k: float(v) for k, v in summary.items() if v is not None})
             write_json(out.path(args.out), run_link(run, **result))
             write_json(out.path(args.metrics), summary)
 
