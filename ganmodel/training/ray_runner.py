@@ -62,6 +62,21 @@ class JobSpec:
     code_hash: str | None = None  # the driver's `job.code_hash()`: workers must run the same code
 
 
+def _quiet_worker_logs() -> None:
+    """Ray Train logs two INFO lines per rank per report ("Checkpoint successfully created",
+    "Reporting training result ..."); rank 0's progress line already says the same, once.
+
+    The second comes from a logger named by its module's file path (`getLogger(__file__)` in
+    ray/train/v2/_internal/execution/context.py), which neither the `ray.train` logger's level nor
+    RunConfig's LoggingConfig reaches, so loggers named by a path under ray/train are quieted too.
+    """
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    marker = f"{os.sep}ray{os.sep}train{os.sep}"
+    for name in list(logging.Logger.manager.loggerDict):
+        if marker in name:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -73,9 +88,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     from ganmodel.training.checkpoint import load_checkpoint, save_checkpoint
     from ganmodel.training.loop import Context, train
 
-    # Ray Train logs two INFO lines per rank per report ("Checkpoint successfully created",
-    # "Reporting training result"); rank 0's progress line already says the same, once.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    _quiet_worker_logs()
     spec = JobSpec(**config)
     cfg = TrainParams(**spec.train)
     rctx = ray.train.get_context()
