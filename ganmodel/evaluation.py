@@ -20,6 +20,9 @@ from ganmodel.data.prepared import Split
 from ganmodel.networks.classifier import EvalClassifier
 
 FLOOR_SUFFIX = "_floor"
+# The per-class histogram goes to its own plot file, not to the headline metrics: twenty columns
+# of it made `dvc metrics show` unreadable. MLflow keeps them as metrics of the evaluate run.
+HISTOGRAM_PREFIXES = ("class_count_", "class_frac_", "class_real_frac_")
 
 
 @dataclass
@@ -28,15 +31,31 @@ class EvaluationResult:
     grid: torch.Tensor  # [grid_size, 1, 28, 28] generated from fixed noise
     nn_sheet: torch.Tensor  # [rows * (1 + k), 1, 28, 28]: generated, then its k nearest train images
     nn_cols: int
+    histogram: list[dict[str, str | float]]  # per class: name, generated share, real reference share
+
+    @property
+    def headline(self) -> dict[str, float]:
+        """The metrics without the per-class histogram: what `metrics/evaluate.json` holds."""
+        return {k: v for k, v in self.metrics.items() if not k.startswith(HISTOGRAM_PREFIXES)}
 
 
 def heldout(val: Split, test: Split) -> Split:
     return Split(torch.cat([val.images, test.images]), torch.cat([val.labels, test.labels]))
 
 
+def class_histogram_rows(metrics: dict[str, float], class_names: list[str]) -> list[dict[str, str | float]]:
+    """One row per class: its name, the share of generated images the classifier assigns to it,
+    and its share of the real reference set (the target `classes_covered` and `class_kl` use)."""
+    return [{"class": name, "generated": metrics[f"class_frac_{c}"], "real": metrics[f"class_real_frac_{c}"]}
+            for c, name in enumerate(class_names)]
+
+
 def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, held: Split,
-             cfg: EvaluateParams, data_hash: str, cache_dir: str | Path, nn_k: int = 5) -> EvaluationResult:
+             cfg: EvaluateParams, data_hash: str, cache_dir: str | Path, class_names: list[str],
+             nn_k: int = 5) -> EvaluationResult:
     """All metrics for `generator` under the `evaluate` protocol, with the floor and ratios."""
+    if len(class_names) != classifier.n_classes:
+        raise ValueError(f"class_names: {len(class_names)} names, the classifier has {classifier.n_classes}")
     from ganmodel.metrics import (
         cached_stats,
         evaluate_generator,
@@ -71,4 +90,4 @@ def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, hel
     real = train.images[idx.flatten()].float().div(127.5).sub(1.0).view(cfg.nn_rows, nn_k, 1, 28, 28)
     sheet = torch.cat([rows.view(cfg.nn_rows, 1, 1, 28, 28), real], dim=1).view(-1, 1, 28, 28)
     metrics["eval_time_s"] = time.perf_counter() - t0
-    return EvaluationResult(metrics, grid, sheet, nn_k + 1)
+    return EvaluationResult(metrics, grid, sheet, nn_k + 1, class_histogram_rows(gen, class_names))

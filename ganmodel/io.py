@@ -40,6 +40,19 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    """Write dict rows (all with the first row's keys) as CSV with a header, atomically; floats
+    rounded to 6 decimals as in the JSON metrics."""
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+
+
 class OutputSet:
     """Stage outputs committed together: files are staged in a temp dir and moved at `commit()`.
 

@@ -65,3 +65,29 @@ def curves_png(csv_path: str | os.PathLike[str], path: str | os.PathLike[str], t
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def class_histogram_png(rows: list[dict[str, str | float]], path: str | os.PathLike[str], title: str,
+                        min_relative_share: float) -> None:
+    """Generated vs real class shares as paired horizontal bars; a dotted mark per class at the
+    share below which the class does not count as covered (mode collapse at a glance)."""
+    import numpy as np
+
+    plt = _plt()
+    names = [str(r["class"]) for r in rows]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.2), dpi=100)
+    ax.barh(y - 0.2, [float(r["real"]) for r in rows], height=0.4, color="tab:gray",
+            label="real (reference set)")
+    ax.barh(y + 0.2, [float(r["generated"]) for r in rows], height=0.4, color="tab:blue",
+            label="generated")
+    ax.scatter([min_relative_share * float(r["real"]) for r in rows], y + 0.2, marker="|", s=120,
+               color="tab:red", label=f"covered from ({min_relative_share:g} x real)")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of images, as classified")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

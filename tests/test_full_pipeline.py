@@ -101,6 +101,25 @@ def test_dvc_metrics_show_reads_the_evaluate_figures(full) -> None:
     assert data["metrics/register.json"]["data"]["stage_wall_time_s"] > 0
 
 
+def test_class_histogram_is_a_plot_not_headline_metrics(full) -> None:
+    import csv
+
+    m = _read(full.repo, "metrics/evaluate.json")
+    assert not [k for k in m if k.startswith(("class_count_", "class_frac_", "class_real_frac_"))]
+    with open(full.repo / "plots" / "class_histogram.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == _read(full.repo, "data/prepared/meta.json")["classes"]
+    generated = [float(r["generated"]) for r in rows]
+    real = [float(r["real"]) for r in rows]
+    assert sum(generated) == pytest.approx(1, abs=1e-4) and sum(real) == pytest.approx(1, abs=1e-4)
+    # The same rule as classes_covered (a class counts from 20% of its real share).
+    assert sum(g >= 0.2 * r and r > 0 for g, r in zip(generated, real, strict=True)) == m["classes_covered"]
+    run = _stage_runs(full.uri)["evaluate"]
+    logged = [run.data.metrics[f"class_frac_{c}"] for c in range(len(rows))]
+    assert logged == pytest.approx(generated, abs=1e-6)
+    assert (full.repo / "reports" / "class_histogram.png").read_bytes()[:8] == PNG
+
+
 def test_dvc_plots_show_renders_offline(full) -> None:
     out = full.tmp / "plots-html"
     html = (out / "index.html").read_text()
@@ -111,6 +130,7 @@ def test_dvc_plots_show_renders_offline(full) -> None:
     assert all(p.read_bytes()[:8] == PNG for p in pngs.values())
     # Every field the declared plots name exists (the quick-FID plot needs train.eval_every > 0).
     assert "could not find provided field" not in full.plots.stdout + full.plots.stderr, full.plots.stderr
+    assert "Classes of generated images" in html
     for png in ("reports/eval_samples.png", "reports/nearest_neighbours.png", "reports/train_curves.png"):
         assert (full.repo / png).read_bytes()[:8] == PNG, png
 

@@ -209,6 +209,16 @@ def test_class_coverage_threshold_is_relative_to_the_real_share():
     assert class_coverage(logits, min_relative_share=0.05)["classes_covered"] == 10
 
 
+def test_class_coverage_reports_the_target_shares():
+    real_labels = torch.cat([torch.zeros(300, dtype=torch.long), torch.ones(100, dtype=torch.long)])
+    all_zero = torch.nn.functional.one_hot(torch.zeros(50, dtype=torch.long), 3).float()
+    out = class_coverage(all_zero, real_labels)
+    assert [out[f"class_real_frac_{c}"] for c in range(3)] == [0.75, 0.25, 0.0]
+    assert out["classes_covered"] == 1  # class 1 is missing; class 2 is absent from the real set
+    uniform = class_coverage(torch.nn.functional.one_hot(torch.arange(8) % 4, 4).float())
+    assert [uniform[f"class_real_frac_{c}"] for c in range(4)] == [0.25] * 4
+
+
 # ---- features and sampling ------------------------------------------------------------------------
 
 def test_extract_accepts_uint8_and_unit_range_floats(classifier, random_images):

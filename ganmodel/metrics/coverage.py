@@ -46,7 +46,7 @@ def class_coverage(fake_logits: torch.Tensor, real_labels: torch.Tensor | None =
         classifier's own errors on a perfect generator show up in the real floor, not hidden.
     Returns classes_covered (classes with share >= min_relative_share x real share), class_kl
     (KL(generated || real), nats; log(C) for a collapse onto one of C balanced classes) and per
-    class `class_count_<c>` and `class_frac_<c>`.
+    class `class_count_<c>`, `class_frac_<c>` and the target share `class_real_frac_<c>`.
     """
     if fake_logits.ndim != 2 or fake_logits.shape[0] == 0:
         raise ValueError(f"fake_logits: expected a non-empty [N, C] matrix, got {list(fake_logits.shape)}")
@@ -70,4 +70,5 @@ def class_coverage(fake_logits: torch.Tensor, real_labels: torch.Tensor | None =
     for c in range(n_classes):
         out[f"class_count_{c}"] = float(counts[c])
         out[f"class_frac_{c}"] = float(frac[c])
+        out[f"class_real_frac_{c}"] = float(real_p[c])
     return out
