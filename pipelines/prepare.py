@@ -30,7 +30,8 @@ def main() -> None:
         digest = data_hash(splits)
         counts = split_counts(splits, len(raw.classes))
         meta = {"dataset": p.dataset, "data_hash": digest, "classes": list(raw.classes),
-                "image_shape": [1, 28, 28], "splits": {k: v["count"] for k, v in counts.items()}}
+                "image_shape": [1, 28, 28], "splits": {k: v["count"] for k, v in counts.items()},
+                "class_counts": {k: v["per_class"] for k, v in counts.items()}}
         mlflow.set_tag(DATA_HASH_TAG, digest)
         mlflow.log_metrics({f"{s}_count": c["count"] for s, c in counts.items()})
         mlflow.log_dict(counts, "counts.json")
@@ -38,7 +39,9 @@ def main() -> None:
             save_prepared(out.path(args.out_dir), splits, meta)
             wall = round(stage_wall_time_s(), 1)
             mlflow.log_metric("stage_wall_time_s", wall)
-            write_json(out.path(args.metrics), {"data_hash": digest, **counts, "stage_wall_time_s": wall})
+            # Per-class counts live in meta.json and MLflow: thirty metric columns would bury the rest.
+            write_json(out.path(args.metrics), {"data_hash": digest, "stage_wall_time_s": wall,
+                                                **{k: {"count": v["count"]} for k, v in counts.items()}})
             write_json(out.path(args.run_file), run_link(run, data_hash=digest))
         print(f"prepared {p.dataset}: " + ", ".join(f"{s} {c['count']}" for s, c in counts.items())
               + f"; data hash {digest[:12]}")

@@ -123,7 +123,8 @@ def test_prepare_run(pipeline, runs) -> None:
     link = json.loads((pipeline["repo"] / "runs" / "prepare.json").read_text())
     assert link["run_id"] == run.info.run_id and link["data_hash"] == meta["data_hash"]
     metrics = json.loads((pipeline["repo"] / "metrics" / "prepare.json").read_text())
-    assert metrics["data_hash"] == meta["data_hash"] and metrics["train"]["count"] == 4000
+    assert metrics["data_hash"] == meta["data_hash"] and metrics["train"] == {"count": 4000}
+    assert meta["class_counts"]["train"] == {str(c): 400 for c in range(10)}  # mnist5k: stratified
 
 
 def test_train_run(pipeline, runs) -> None:
