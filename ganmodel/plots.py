@@ -76,7 +76,7 @@ def class_histogram_png(rows: list[dict[str, str | float]], path: str | os.PathL
     plt = _plt()
     names = [str(r["class"]) for r in rows]
     y = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.6), dpi=100)
     ax.barh(y - 0.2, [float(r["real"]) for r in rows], height=0.4, color="tab:gray",
             label="real (reference set)")
     ax.barh(y + 0.2, [float(r["generated"]) for r in rows], height=0.4, color="tab:blue",
@@ -86,7 +86,7 @@ def class_histogram_png(rows: list[dict[str, str | float]], path: str | os.PathL
     ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("share of images, as classified")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, format="png")
