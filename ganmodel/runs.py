@@ -119,6 +119,8 @@ def read_run_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 PARENT_TAG = "pipeline.execution"
+MLFLOW_PARENT_TAG = "mlflow.parentRunId"  # what MLflow's UI nests child runs by
+RESUMED_FROM_PARENT_TAG = "resumed.from_parent"
 PIPELINE_ID_ENV = "GANMODEL_PIPELINE_ID"
 
 
@@ -258,6 +260,13 @@ def stage_run(
         parent = parent_run_id(client, exp_id, execution, commit)
     kwargs: dict[str, Any] = {"run_id": run_id} if run_id else {
         "experiment_id": exp_id, "run_name": stage, "parent_run_id": parent}
+    if run_id and parent:
+        # A continued run belongs to the execution that finishes it, next to the downstream runs
+        # that consume it; the execution that started it stays findable.
+        before = client.get_run(run_id).data.tags.get(MLFLOW_PARENT_TAG)
+        if before and before != parent:
+            client.set_tag(run_id, RESUMED_FROM_PARENT_TAG, before)
+        client.set_tag(run_id, MLFLOW_PARENT_TAG, parent)
     try:
         with mlflow.start_run(tags=all_tags, log_system_metrics=system_metrics, **kwargs) as run:
             if not run_id:

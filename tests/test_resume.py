@@ -241,6 +241,15 @@ def test_rerun_continues_the_same_mlflow_run(stage, killed_and_rerun) -> None:
     assert f"continuing MLflow run {run.info.run_id}" in killed_and_rerun.log
     # Epochs 1-2 logged before the kill, 3-4 after the resume: each once.
     assert _metric_steps(stage.uri, run.info.run_id) == list(range(1, EPOCHS + 1))
+    # It moves under the re-run's execution (the killed one was closed) and remembers the first.
+    from mlflow.tracking import MlflowClient
+
+    first, now = killed.data.tags["mlflow.parentRunId"], run.data.tags["mlflow.parentRunId"]
+    assert now != first and run.data.tags["resumed.from_parent"] == first
+    client = MlflowClient(stage.uri)
+    assert client.get_run(first).info.status == "KILLED"
+    parent = client.get_run(now)
+    assert parent.data.tags["pipeline.role"] == "execution" and parent.info.status == "FINISHED"
     link = json.loads((stage.repo / "runs" / "train.json").read_text())
     assert link["run_id"] == run.info.run_id
     # The stage finished, so its outputs are recorded and up to date.
