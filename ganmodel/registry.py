@@ -49,6 +49,7 @@ METRIC_TAG = "metric.{}"
 PARAM_TAG = "param.{}"
 RUN_TAG = "run_id.{}"
 PROTOCOL_TAG = "protocol.{}"
+MODEL_DESCRIPTION = "GAN generator: latent vectors [n, z_dim] -> images [n, 1, 28, 28] in [-1, 1]"
 DECISION_TAG = "gate.decision"
 REASON_TAG = "gate.reason"
 THRESHOLDS_TAG = "gate.thresholds"
@@ -264,7 +265,6 @@ def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str
     Returns {model_name, version, decision, reason, champion_version, weights_hash, created}.
     """
     import mlflow
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from ganmodel import runs
@@ -282,13 +282,6 @@ def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str
                         git_commit=git_commit or runs.git_commit("."))
 
     client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
-    try:
-        client.create_registered_model(
-            name, description="GAN generator: latent vectors [n, z_dim] -> images [n, 1, 28, 28] in [-1, 1]")
-    except MlflowException as err:
-        if getattr(err, "error_code", "") not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
-
     existing = find_version(client, name, weights_hash)
     champion = get_alias(client, name, CHAMPION)
     if existing is None:
@@ -308,6 +301,10 @@ def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str
             if existing.tags.get(k) != v:
                 client.set_model_version_tag(name, version, k, v)
 
+    # Described after register_model creates the model: creating it first made MLflow announce
+    # "Registered model ... already exists" on the very first registration.
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=MODEL_DESCRIPTION)
     d = decide(metrics, cfg, champion, version)
     client.set_model_version_tag(name, version, DECISION_TAG, d.decision)
     client.set_model_version_tag(name, version, REASON_TAG, d.reason)

@@ -23,6 +23,7 @@ from ganmodel.errors import GanModelError
 from ganmodel.registry import (
     CHALLENGER,
     CHAMPION,
+    MODEL_DESCRIPTION,
     Protocol,
     check_metrics,
     decide,
@@ -125,10 +126,13 @@ def test_first_registration_becomes_champion_and_is_tagged(mlflow_store, generat
     out, run_ids = _register(mlflow_store, name, generators[0], metrics)
     assert out["decision"] == CHAMPION and out["version"] == 1 and out["champion_version"] == 1
     assert out["created"] is True
-    assert "champion" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "champion" in printed.out
+    assert "already exists" not in printed.out + printed.err  # MLflow announces a new model as new
 
     client = _client(mlflow_store)
     assert _alias(client, name, CHAMPION) == "1"
+    assert client.get_registered_model(name).description == MODEL_DESCRIPTION
     mv = client.get_model_version(name, "1")
     tags = mv.tags
     for k, v in metrics.items():
