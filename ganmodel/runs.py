@@ -258,6 +258,9 @@ def stage_run(
     if (execution := pipeline_execution_id()) is not None:
         close_stale_executions(client, exp_id)
         parent = parent_run_id(client, exp_id, execution, commit)
+        # The previous stage left it FINISHED; back to RUNNING while this stage runs, so a kill
+        # now leaves it RUNNING and the next execution's close_stale_executions marks it KILLED.
+        client.update_run(parent, status="RUNNING")
     kwargs: dict[str, Any] = {"run_id": run_id} if run_id else {
         "experiment_id": exp_id, "run_name": stage, "parent_run_id": parent}
     if run_id and parent:

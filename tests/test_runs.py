@@ -41,6 +41,25 @@ def test_close_stale_executions(tmp_path: Path) -> None:
     assert close_stale_executions(client, exp) == []
 
 
+def test_parent_run_is_running_while_a_later_stage_runs(tmp_path: Path, monkeypatch) -> None:
+    """A kill during the second stage of an execution must leave its parent RUNNING (closable),
+    not FINISHED from the first stage."""
+    from ganmodel.runs import PIPELINE_ID_ENV, stage_run
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(PIPELINE_ID_ENV, "execution-under-test")
+    with stage_run("prepare", "t", {}, root=tmp_path) as first:
+        pass
+    client = MlflowClient(uri)
+    parent = first.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).info.status == "FINISHED"
+    with stage_run("train", "t", {}, root=tmp_path) as second:
+        assert second.data.tags["mlflow.parentRunId"] == parent
+        assert client.get_run(parent).info.status == "RUNNING"
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
 def test_read_upstream(tmp_path: Path) -> None:
     import json
 
