@@ -93,14 +93,14 @@ def _local_store_check(uri: str) -> None:
 
 
 def _tracking(tracking_uri: str | None) -> str:
-    from ganmodel.runs import configure_tracking
+    from ganmodel.runs import configure_tracking, default_tracking_uri
 
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for errors
-    uri = configure_tracking(".")
-    _local_store_check(uri)
-    return uri
+    # Checked before configure_tracking, which creates the store's directory.
+    _local_store_check(os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri("."))
+    return configure_tracking(".")
 
 
 def _resolve_registered(client, ref: str, name: str, alias: str | None, version: str | None) -> str:
@@ -191,6 +191,8 @@ def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None =
                             f"expected one of {', '.join(OUTPUT_SUFFIXES)}")
     if not out_path.parent.is_dir():
         raise GanModelError(f"--out {out}: directory {out_path.parent} does not exist")
+    if out_path.is_dir():
+        raise GanModelError(f"--out {out}: is a directory; expected a file name")
 
     import tempfile
 
@@ -206,14 +208,17 @@ def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None =
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         images = g(z).float().clamp_(-1.0, 1.0)
-    with atomic_path(out_path) as tmp_out:
-        if suffix == ".png":
-            from ganmodel.images import save_grid
+    try:
+        with atomic_path(out_path) as tmp_out:
+            if suffix == ".png":
+                from ganmodel.images import save_grid
 
-            save_grid(images, tmp_out)
-        else:
-            with open(tmp_out, "wb") as f:
-                np.save(f, images.numpy().astype(np.float32))
+                save_grid(images, tmp_out)
+            else:
+                with open(tmp_out, "wb") as f:
+                    np.save(f, images.numpy().astype(np.float32))
+    except OSError as err:  # unwritable directory, full disk: atomic_path left nothing behind
+        raise GanModelError(f"--out {out}: cannot write ({err.strerror or err})") from None
     return out_path
 
 

@@ -141,6 +141,7 @@ def test_unknown_model_version_or_file(registered, mlflow_store, tmp_path, capsy
     (["--seed", "-1"], "seed"),
     (["--out", "grid.jpg"], "unknown output extension '.jpg'"),
     (["--out", "no-such-dir/grid.png"], "does not exist"),
+    (["--out", "adir.npy"], "is a directory"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, args, words):
@@ -149,6 +150,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, args, words):
     for k, v in base.items():
         if k not in args:
             argv += [k, v]
+    (tmp_path / "adir.npy").mkdir()
     p = _run([*argv, *args], tmp_path)
     _one_line_error(p, words)
 
@@ -157,7 +159,7 @@ def test_local_store_missing_is_an_error_not_a_new_database(tmp_path):
     p = _run(["generate", "--model", "models:/gan-generator@champion", "--out", "x.npy"], tmp_path,
              MLFLOW_TRACKING_URI="")
     _one_line_error(p, "no MLflow store at")
-    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert not (tmp_path / "mlruns").exists()  # not even its directory
 
 
 def test_server_down_fails_fast_with_one_line(tmp_path, monkeypatch):
@@ -178,3 +180,16 @@ def test_server_down_fails_fast_with_one_line(tmp_path, monkeypatch):
     stage = run_register_stage(tmp_path, write_stage_inputs(tmp_path, "gan-generator"), url)
     _one_line_error(stage, "unreachable")
     assert not (tmp_path / "runs" / "register.json").exists()
+
+
+def test_generator_file_whose_weights_do_not_match_its_arch(tmp_path):
+    import torch
+
+    from ganmodel.networks import build_generator
+
+    path = tmp_path / "mismatch.pt"
+    weights = build_generator("mlp", 100).state_dict()
+    torch.save({"state_dict": weights, "meta": {"arch": "dcgan", "z_dim": 100}}, path)
+    p = _run(["generate", "--model", str(path), "--out", "x.npy"], tmp_path)
+    _one_line_error(p, "mismatch.pt: weights do not match arch 'dcgan'")
+    assert not (tmp_path / "x.npy").exists()

@@ -104,6 +104,11 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
         raise GanModelError(f"{p}: not a ganmodel generator file ({err})") from None
     if meta.get("arch") not in GENERATORS:
         raise GanModelError(f"{p}: unknown generator architecture {meta.get('arch')!r}")
-    g = build_generator(meta["arch"], int(meta["z_dim"]))
-    g.load_state_dict(sd)
+    try:
+        g = build_generator(meta["arch"], int(meta["z_dim"]))
+        g.load_state_dict(sd)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GanModelError(f"{p}: weights do not match arch {meta.get('arch')!r}, "
+                            f"z_dim {meta.get('z_dim')!r} ({first})") from None
     return g.to(device).eval()
