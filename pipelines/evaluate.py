@@ -8,6 +8,7 @@ import argparse
 from ganmodel.config import load_params
 from ganmodel.data.prepared import load_split, read_meta
 from ganmodel.entry import run_main, stage_wall_time_s
+from ganmodel.errors import GanModelError
 from ganmodel.io import OutputSet, write_csv, write_json
 from ganmodel.runs import DATA_HASH_TAG, read_upstream, run_link, stage_run
 
@@ -37,6 +38,9 @@ def main() -> None:
     from ganmodel.training.checkpoint import load_generator
 
     classifier, clf_meta = load_classifier(args.classifier)
+    if len(meta["classes"]) != classifier.n_classes:
+        raise GanModelError(f"{args.classifier}: {classifier.n_classes} classes, but {args.prepared} has "
+                            f"{len(meta['classes'])}; re-run the classifier stage")
     generator = load_generator(args.generator)
     train = load_split(args.prepared, "train")
     held = heldout(load_split(args.prepared, "val"), load_split(args.prepared, "test"))

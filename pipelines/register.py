@@ -51,14 +51,14 @@ def main() -> None:
     cfg = params.register
     if not Path(args.generator).is_file():
         raise GanModelError(f"{args.generator}: generator file not found; run the train stage first")
+    from ganmodel.registry import check_metrics
+
     metrics = read_metrics(args.eval_metrics)
+    check_metrics(metrics, args.eval_metrics)  # before anything indexes it
     links = {s: read_run_file(getattr(args, f"{s}_run")) for s in UPSTREAM}
     check_lineage(metrics, links, args.eval_metrics)
     upstream = {s: link["run_id"] for s, link in links.items()}
 
-    from ganmodel.registry import check_metrics
-
-    check_metrics(metrics, args.eval_metrics)
     with stage_run("register", params.tracking.experiment, {"register": cfg.model_dump()},
                    upstream=upstream, tags={DATA_HASH_TAG: str(metrics["data_hash"])}) as run:
         import mlflow

@@ -264,3 +264,17 @@ def test_register_stage_against_a_tracking_server(mlflow_server, tmp_path):
                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_server))
     assert gen.returncode == 0, gen.stderr
     assert np.load(out).shape == (4, 1, 28, 28)
+
+
+def test_register_stage_rejects_metrics_that_are_not_an_object(mlflow_store, tmp_path):
+    import json
+
+    from mlflow_helpers import run_register_stage, write_stage_inputs
+
+    args = write_stage_inputs(tmp_path, unique_name())
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(["data_hash", "fid"]))
+    proc = run_register_stage(tmp_path, args, mlflow_store.uri)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == "error: metrics/evaluate.json: expected a JSON object of metrics"
+    assert not (tmp_path / "runs" / "register.json").exists()
