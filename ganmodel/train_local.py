@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ganmodel.entry import run_main
 from ganmodel.errors import GanModelError
 
-# `--flag` -> `train.<key>` overrides (validated again by TrainParams).
-_OVERRIDES = {
-    "epochs": "epochs", "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size",
-    "precision": "precision", "arch": "arch", "loss": "loss", "seed": "seed", "lr": "lr",
-    "ema_decay": "ema_decay", "preset": "preset",
-}
+# `--flag` overrides of `train.<flag>` (validated again by TrainParams); they win over a preset.
+_OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "precision", "arch", "loss", "seed", "lr",
+              "ema_decay")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,19 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_params(args: argparse.Namespace):
     """The params file's `train` section with the command-line overrides, validated."""
-    from ganmodel.config import load_params, parse_params
+    from ganmodel.config import PRESETS, load_params, parse_params
 
     params = load_params(args.params)
-    over = {key: getattr(args, flag) for flag, key in _OVERRIDES.items()
-            if getattr(args, flag) is not None}
+    source = f"{args.params} + command line"
+    raw = params.model_dump(mode="json")
     # One process: the global batch is this process's batch (and must not be checked against
     # the Ray worker count).
-    over["num_workers"] = 1
-    over["use_gpu"] = str(args.device).startswith("cuda")
-    raw = params.model_dump(mode="json")
-    raw["train"] = {**raw["train"], **over}
+    raw["train"].update(num_workers=1, use_gpu=str(args.device).startswith("cuda"))
+    if args.preset is not None:
+        raw["train"]["preset"] = args.preset
+    # The preset first, then the flags: a preset replaces its keys, and `--preset seed --lr 1e-3`
+    # must train at 1e-3, so a flag on one of those keys turns the result into `custom`.
+    resolved = parse_params(raw, source).train.model_dump(mode="json")
+    over = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    if set(over) & set(PRESETS.get(resolved["preset"], {})):
+        resolved["preset"] = "custom"
+    raw["train"] = {**resolved, **over}
     # Same validation and one-line errors as the params file itself.
-    return params, parse_params(raw, f"{args.params} + command line").train
+    return params, parse_params(raw, source).train
 
 
 def load_train_images(params, prepared: str | None):
@@ -96,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise GanModelError(f"--device {args.device}: CUDA is not available in this torch build/machine")
     params, cfg = train_params(args)
+    if args.generator and not Path(args.generator).absolute().parent.is_dir():
+        # Checked now, not after an hour of training.
+        raise GanModelError(f"--generator {args.generator}: directory {Path(args.generator).parent} "
+                            "does not exist")
     t0 = time.perf_counter()
     images, data_meta = load_train_images(params, args.prepared)
     print(f"data: {images.shape[0]} train images ({data_meta['dataset']}) "
@@ -112,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(median over epochs after the first), final d_loss {last['d_loss']:.4f} "
           f"g_loss {last['g_loss']:.4f}", flush=True)
     if args.generator:
+        from ganmodel.io import atomic_path
         from ganmodel.training.checkpoint import save_generator
         from ganmodel.training.outputs import generator_meta  # the train stage's format
 
-        save_generator(outcome.generator, generator_meta(cfg, data_meta), args.generator)
+        with atomic_path(args.generator) as tmp:
+            save_generator(outcome.generator, generator_meta(cfg, data_meta), tmp)
         print(f"generator: {args.generator}")
     if args.json:
         import json
