@@ -10,7 +10,7 @@ and machine:
   (a) classic   - benchmarks/classic_gan.py: the seed article's loop (PIL + ToTensor/Normalize,
                   DataLoader(batch_size=128, shuffle=True), Sigmoid + BCELoss, Adam 2e-4);
   (b) loop      - ganmodel.training.loop.train, train.arch=mlp, loss=bce, batch 128, fp32, one
-                  process (exactly what `python -m ganmodel.train_local` runs);
+                  process (exactly what `python -m ganmodel.train_local --preset seed` runs);
   (b') loop bf16 - the same with train.precision=bf16 (autocast), with --bf16;
   (c) loop DDP  - the same loop in 2 processes (1 thread each, gloo, torch.multiprocessing, no Ray),
                   global batch 128 = 2 x 64, with --ddp (CPU only);
@@ -221,12 +221,8 @@ def train_config(params_path: str, precision: str = "fp32", world_size: int = 1)
     from ganmodel.config import TrainParams, load_params
 
     raw = load_params(params_path).train.model_dump()
-    # The seed's configuration whatever params.yaml says (the classic MLP GAN, Adam's default
-    # betas, no EMA, no spectral norm), set key by key so it holds with or without `preset`.
-    seed = {"preset": "seed", "arch": "mlp", "loss": "bce", "lr": 2e-4, "betas": (0.9, 0.999),
-            "batch_size": BATCH, "z_dim": Z_DIM, "ema_decay": 0.0, "spectral_norm": False}
-    raw.update({k: v for k, v in seed.items() if k in TrainParams.model_fields})
-    raw.update(precision=precision, eval_every=0, epochs=10**6, steps_per_epoch=None,
+    # The seed's configuration whatever params.yaml says: the preset replaces its keys.
+    raw.update(preset="seed", precision=precision, eval_every=0, epochs=10**6, steps_per_epoch=None,
                num_workers=world_size, use_gpu=False)
     return TrainParams(**raw)
 
