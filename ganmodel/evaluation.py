@@ -2,8 +2,9 @@
 sheets people look at (sample grid, nearest neighbours).
 
 Reference set A is the train split (what the generator learned); the floor's set B is the
-held-out val+test images, disjoint from A. Both are compared at the same N, so
-`fid_ratio = fid / fid_floor` reads the same on any dataset and any N.
+held-out val+test images, disjoint from A. Both are compared at the same N, and
+`fid_ratio = fid / fid_floor` sets the figure against what real data scores. The floor is mostly
+finite-N bias, so the ratio grows with N: compare it at one N and on one dataset.
 """
 
 from __future__ import annotations

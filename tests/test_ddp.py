@@ -10,7 +10,7 @@ optimisers.
     and after k steps the 2-worker weights match the 1-worker weights (trajectory equivalence).
     MLP only: with BatchNorm the batch statistics are per rank (b/2 samples), so a BN net's
     gradients legitimately differ from one worker's at b. (wgan_gp is not covered either: its
-    interpolation weights come from the global RNG, which is seeded alike on every rank.)
+    interpolation weights come from each rank's own RNG stream, which one worker does not draw.)
 
 One spawn runs every case (process start and imports dominate the cost); tests read its results.
 """

@@ -74,7 +74,8 @@ def evaluate_generator(generator: nn.Module, classifier: EvalClassifier, real_im
 
     `real_stats` (from `stats_cache.cached_stats` on the same images) skips featurising them.
     `seed` fixes z, the reference subset, the KID subsets and the IS shuffle.
-    Returns METRIC_KEYS plus class_entropy and class_count_<c> / class_frac_<c>, all floats.
+    Returns METRIC_KEYS plus class_entropy and class_count_<c> / class_frac_<c> /
+    class_real_frac_<c>, all floats.
     """
     feats, _, labels = _subset(classifier, real_images, real_labels, real_stats, n_samples, seed, batch_size,
                                device, "real reference set")
@@ -89,7 +90,8 @@ def real_floor(classifier: EvalClassifier, images_a: torch.Tensor, labels_a: tor
                batch_size: int, pr_k: int, kid_subsets: int, kid_subset_size: int,
                device: str | torch.device | None = None, stats_a: RealStats | None = None,
                stats_b: RealStats | None = None) -> dict[str, float]:
-    """The same metrics with real set B (e.g. held-out train images) in the generator's place.
+    """The same metrics with real set B (the evaluate stage: held-out val+test images) in the
+    generator's place.
 
     Set A is the reference, subsampled exactly as in `evaluate_generator` with the same seed, so
     a generator's figures and the floor share one reference sample. A and B must be disjoint

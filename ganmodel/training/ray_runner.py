@@ -203,8 +203,8 @@ def resolve_address(cfg: TrainParams) -> str | None:
 
 
 def apply_ray_env_defaults() -> None:
-    """Export `RAY_ENV_DEFAULTS` (user settings win). Call it before anything imports `ray`: some
-    of them (log dedup) are read once, at import."""
+    """Export `RAY_ENV_DEFAULTS` (user settings win). Call it before anything imports `ray`: Ray
+    reads some of its environment once, at import."""
     for k, v in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(k, v)
 
