@@ -16,7 +16,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out-dir", required=True, help="prepared splits directory")
-    ap.add_argument("--metrics", required=True, help="counts per split and class (JSON)")
+    ap.add_argument("--metrics", required=True, help="data hash and counts per split (JSON)")
     ap.add_argument("--run-file", required=True, help="MLflow run link (JSON)")
     args = ap.parse_args()
     params = load_params(args.params)
