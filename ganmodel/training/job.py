@@ -102,6 +102,16 @@ def outcome_from_state(sd: dict[str, Any], wall: float, ckpt: str | None = None)
     return TrainOutcome(gen, sd["fixed_noise"], list(sd.get("history", [])), wall, ckpt)
 
 
+def worker_user_error(err: BaseException) -> BaseException:
+    """A `GanModelError` raised on a worker (bad input, e.g. a missing split) as itself, so the
+    stage prints one line instead of Ray's multi-rank traceback; anything else unchanged."""
+    failures = getattr(err, "worker_failures", None) or {}
+    for rank, exc in sorted(failures.items()):
+        if isinstance(exc, GanModelError):
+            return GanModelError(f"train worker rank {rank}: {exc}")
+    return err
+
+
 def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_uri: str | None,
             data_hash: str, eval_stats: str | None = None, classifier: str | None = None,
             log_params=None) -> TrainOutcome:
@@ -126,9 +136,14 @@ def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_ur
     check_shared_storage(storage)
     if log_params:
         log_params({RAY_RUN_TAG: name, RAY_STORAGE_TAG: storage})
-    result = run_trainer(spec, cfg, storage, name)
-    if result.error is not None:
-        raise result.error
+    try:
+        result = run_trainer(spec, cfg, storage, name)
+        if result.error is not None:
+            raise result.error
+    except Exception as err:  # Ray raises from fit(), or hands the error back in the result
+        if (user := worker_user_error(err)) is err:
+            raise
+        raise user from None
     if result.checkpoint is None:
         raise GanModelError("train: Ray Train finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
