@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ganmodel.entry import run_main
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 
 MAX_SAMPLES = 10_000
 OUTPUT_SUFFIXES = (".png", ".npy")
@@ -170,7 +170,7 @@ def resolve_generator_file(ref: str, tracking_uri: str | None, workdir: str | os
     except MlflowException as err:
         raise GanModelError(f"{ref}: {_mlflow_error(err)}") from None
     except OSError as err:
-        raise GanModelError(f"{ref}: cannot download the generator ({err})") from None
+        raise GanModelError(f"{ref}: cannot download the generator ({brief(err)})") from None
     if local.is_dir():
         for cand in (local / WEIGHTS_IN_MODEL, local / WEIGHTS_FILE):
             if cand.is_file():

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ganmodel.config import RegisterParams
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 from ganmodel.runs import DATA_HASH_TAG, GIT_TAG, flatten
 
 CHAMPION = "champion"
@@ -209,7 +209,7 @@ def generator_weights_hash(generator_path: str | os.PathLike[str]) -> str:
     except FileNotFoundError:
         raise GanModelError(f"{generator_path}: generator file not found") from None
     except Exception as err:  # noqa: BLE001
-        raise GanModelError(f"{generator_path}: not a ganmodel generator file ({err})") from None
+        raise GanModelError(f"{generator_path}: not a ganmodel generator file ({brief(err)})") from None
 
 
 def _not_found(err: Exception) -> bool:

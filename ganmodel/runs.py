@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 
 STAGE_TAG = "pipeline.stage"
 UPSTREAM_TAG = "upstream.{stage}.run_id"
@@ -57,7 +57,8 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
             if r.status != 200:
                 raise GanModelError(f"MLFLOW_TRACKING_URI: {uri} answered /health with {r.status}")
     except (urllib.error.URLError, OSError) as err:
-        raise GanModelError(f"MLFLOW_TRACKING_URI: MLflow server at {uri} is unreachable ({err})") from None
+        raise GanModelError(
+            f"MLFLOW_TRACKING_URI: MLflow server at {uri} is unreachable ({brief(err)})") from None
 
 
 def artifact_root(root: str | os.PathLike[str], uri: str) -> str | None:

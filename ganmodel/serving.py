@@ -30,6 +30,8 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from ganmodel.errors import brief
+
 ARTIFACT_KEY = "generator"
 WEIGHTS_FILE = "generator.pt"
 # Where the weights file sits inside a logged model directory.
@@ -57,7 +59,7 @@ def to_latents(model_input: Any, z_dim: int) -> np.ndarray:
     try:
         arr = np.asarray(model_input)
     except (ValueError, TypeError) as err:
-        raise _bad(f"latent vectors must be a 2-D numeric array [n, {z_dim}] ({err})") from None
+        raise _bad(f"latent vectors must be a 2-D numeric array [n, {z_dim}] ({brief(err)})") from None
     if arr.dtype == object:
         try:
             arr = arr.astype(np.float64)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ganmodel.config import load_params
 from ganmodel.entry import run_main, stage_wall_time_s
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 from ganmodel.io import OutputSet, write_json
 from ganmodel.runs import DATA_HASH_TAG, git_commit, read_run_file, run_link, stage_run
 
@@ -25,7 +25,7 @@ def read_metrics(path: str) -> dict:
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as err:
-        raise GanModelError(f"{p}: not valid JSON ({err})") from None
+        raise GanModelError(f"{p}: not valid JSON ({brief(err)})") from None
 
 
 def check_lineage(metrics: dict, links: dict[str, dict], source: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -24,7 +24,7 @@ def _open_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise GanModelError(f"{path}: cannot read IDX file ({err})") from None
+        raise GanModelError(f"{path}: cannot read IDX file ({brief(err)})") from None
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ganmodel.data.sources import RawData
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 
 SPLITS = ("train", "val", "test")
 META_FILE = "meta.json"
@@ -112,7 +112,7 @@ def load_split(prepared_dir: str | os.PathLike[str], name: str) -> Split:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         images, labels = obj["images"], obj["labels"]
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise GanModelError(f"{path}: not a prepared split file ({err})") from None
+        raise GanModelError(f"{path}: not a prepared split file ({brief(err)})") from None
     if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
         raise GanModelError(
             f"{path}: expected uint8 images [N, 1, 28, 28], got {images.dtype} {list(images.shape)}")

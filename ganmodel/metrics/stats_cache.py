@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 from ganmodel.io import atomic_path, sha256_state_dict
 from ganmodel.metrics.distances import feature_moments
 from ganmodel.metrics.features import extract
@@ -85,7 +85,7 @@ def load_stats(path: str | os.PathLike[str]) -> RealStats:
         stats = RealStats(obj["features"], obj["logits"], obj["labels"], obj["mu"], obj["sigma"],
                           dict(obj["meta"]))
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise GanModelError(f"{p}: not a ganmodel real-feature stats file ({err})") from None
+        raise GanModelError(f"{p}: not a ganmodel real-feature stats file ({brief(err)})") from None
     n, d = stats.features.shape if stats.features.ndim == 2 else (-1, -1)
     if (n < 0 or stats.logits.shape[:1] != (n,) or stats.labels.shape != (n,)
             or stats.mu.shape != (d,) or stats.sigma.shape != (d, d)):

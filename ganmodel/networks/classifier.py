@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 from ganmodel.networks import IMAGE_SHAPE, check_shape
 
 
@@ -72,5 +72,5 @@ def load_classifier(path: str | os.PathLike[str],
     except GanModelError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise GanModelError(f"{p}: not a ganmodel classifier file ({err})") from None
+        raise GanModelError(f"{p}: not a ganmodel classifier file ({brief(err)})") from None
     return model.to(device).eval(), meta

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 from ganmodel.training.loop import Context, GanState, unwrap
 
 STATE_FILE = "state.pt"
@@ -101,14 +101,13 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
         obj = torch.load(p, map_location=device, weights_only=True)
         meta, sd = obj["meta"], obj["state_dict"]
     except Exception as err:  # noqa: BLE001
-        raise GanModelError(f"{p}: not a ganmodel generator file ({err})") from None
+        raise GanModelError(f"{p}: not a ganmodel generator file ({brief(err)})") from None
     if meta.get("arch") not in GENERATORS:
         raise GanModelError(f"{p}: unknown generator architecture {meta.get('arch')!r}")
     try:
         g = build_generator(meta["arch"], int(meta["z_dim"]))
         g.load_state_dict(sd)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GanModelError(f"{p}: weights do not match arch {meta.get('arch')!r}, "
-                            f"z_dim {meta.get('z_dim')!r} ({first})") from None
+                            f"z_dim {meta.get('z_dim')!r} ({brief(err)})") from None
     return g.to(device).eval()
