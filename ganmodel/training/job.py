@@ -124,6 +124,7 @@ def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_ur
         check_shared_storage,
         init_ray,
         run_trainer,
+        ship_inputs,
     )
 
     t0 = time.perf_counter()
@@ -134,6 +135,7 @@ def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_ur
     name = run_name(cfg, data_hash)
     storage = storage_uri(cfg.storage_path)
     check_shared_storage(storage)
+    spec = ship_inputs(spec)
     if log_params:
         log_params({RAY_RUN_TAG: name, RAY_STORAGE_TAG: storage})
     try:

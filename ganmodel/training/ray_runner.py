@@ -11,6 +11,7 @@ than the alive nodes can place (`check_resources`), and on a multi-node cluster 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,12 +19,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ganmodel.config import TrainParams
-from ganmodel.errors import GanModelError
+from ganmodel.errors import GanModelError, brief
 
 # Quieter, deterministic Ray defaults (see shared notes); users can still override each.
 RAY_ENV_DEFAULTS = {
@@ -60,6 +61,39 @@ class JobSpec:
     eval_stats: str | None = None  # cached real feature statistics for in-training FID
     classifier: str | None = None
     code_hash: str | None = None  # the driver's `job.code_hash()`: workers must run the same code
+    # The files above as object refs of their bytes (`ship_inputs`): a worker on another node does
+    # not see the driver's disk. Keyed by the field name; a missing key means "read the path".
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+INPUT_FIELDS = ("train_images", "eval_stats", "classifier")
+
+
+def ship_inputs(spec: JobSpec) -> JobSpec:
+    """Put the driver's input files (train split, and the classifier and real statistics of the
+    in-training FID) into Ray's object store, so workers on any node get the same bytes."""
+    import ray
+
+    inputs = {}
+    for name in INPUT_FIELDS:
+        if (path := getattr(spec, name)) is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise GanModelError(f"{p}: input file of the train stage not found")
+            inputs[name] = ray.put(p.read_bytes())
+    return dataclasses.replace(spec, inputs=inputs)
+
+
+def input_path(spec: JobSpec, name: str, tmp_dir: str) -> str:
+    """A local path with the content of input `name`: the shipped bytes written under `tmp_dir`
+    (same file name, so loaders' messages still say which file), or the driver's path."""
+    if name not in spec.inputs:
+        return getattr(spec, name)
+    import ray
+
+    local = Path(tmp_dir) / Path(getattr(spec, name)).name
+    local.write_bytes(ray.get(spec.inputs[name]))
+    return str(local)
 
 
 def _quiet_worker_logs() -> None:
@@ -96,7 +130,15 @@ def _worker_loop(config: dict[str, Any]) -> None:
     check_worker_code(spec.code_hash)
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    images = load_split(Path(spec.train_images).parent, Path(spec.train_images).stem).images
+    with tempfile.TemporaryDirectory(prefix="ganmodel-inputs-") as tmp:
+        train_file = Path(input_path(spec, "train_images", tmp))
+        images = load_split(train_file.parent, train_file.stem).images
+        evaluate = None
+        if ctx.is_main and cfg.eval_every and spec.eval_stats and spec.classifier:
+            from ganmodel.metrics.quick import QuickFID
+
+            evaluate = QuickFID(input_path(spec, "classifier", tmp), input_path(spec, "eval_stats", tmp),
+                                cfg.eval_samples, ctx.device)
     tracker = (MlflowTracker(spec.run_id, spec.tracking_uri)
                if ctx.is_main and spec.run_id else NullTracker())
     placement = gather_placement(ctx)
@@ -110,11 +152,6 @@ def _worker_loop(config: dict[str, Any]) -> None:
     if (ckpt := ray.train.get_checkpoint()) is not None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d, ctx)
-    evaluate = None
-    if ctx.is_main and cfg.eval_every and spec.eval_stats and spec.classifier:
-        from ganmodel.metrics.quick import QuickFID
-
-        evaluate = QuickFID(spec.classifier, spec.eval_stats, cfg.eval_samples, ctx.device)
     fail_at = int(os.environ.get(FAIL_AT_EPOCH_ENV, "0") or 0)
     marker = os.environ.get(FAIL_MARKER_ENV)
     pause_at = int(os.environ.get(PAUSE_AT_EPOCH_ENV, "0") or 0)
@@ -248,7 +285,8 @@ def init_ray(cfg: TrainParams) -> None:
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as err:
-        raise GanModelError(f"train.ray_address: cannot reach Ray cluster at {address!r} ({err})") from None
+        raise GanModelError(
+            f"train.ray_address: cannot reach Ray cluster at {address!r} ({brief(err)})") from None
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
