@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ganmodel.config import EvaluateParams
-from ganmodel.data.prepared import Split
+from ganmodel.data.prepared import Split, to_unit_range
 from ganmodel.networks.classifier import EvalClassifier
 
 FLOOR_SUFFIX = "_floor"
@@ -88,7 +88,7 @@ def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, hel
     rows = sample_images(generator, cfg.nn_rows, cfg.seed + 1, cfg.batch_size)
     feats, _ = extract(classifier, rows, cfg.batch_size)
     idx = nearest_neighbours(feats, stats_a.features, k=nn_k)
-    real = train.images[idx.flatten()].float().div(127.5).sub(1.0).view(cfg.nn_rows, nn_k, 1, 28, 28)
+    real = to_unit_range(train.images[idx.flatten()]).view(cfg.nn_rows, nn_k, 1, 28, 28)
     sheet = torch.cat([rows.view(cfg.nn_rows, 1, 1, 28, 28), real], dim=1).view(-1, 1, 28, 28)
     metrics["eval_time_s"] = time.perf_counter() - t0
     return EvaluationResult(metrics, grid, sheet, nn_k + 1, class_histogram_rows(gen, class_names))
