@@ -102,7 +102,7 @@ def test_registry_builds_every_family() -> None:
     assert isinstance(build_discriminator("dcgan"), DCGANDiscriminator)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("arch", ["mlp", "mlp_leaky", "dcgan"])
 @pytest.mark.parametrize("z_dim", [100, 16])
 def test_generator_and_discriminator_shapes(arch: str, z_dim: int) -> None:
     torch.manual_seed(0)
@@ -117,7 +117,7 @@ def test_generator_and_discriminator_shapes(arch: str, z_dim: int) -> None:
     assert g(torch.randn(1, z_dim)).shape == (1, 1, 28, 28)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("arch", ["mlp", "mlp_leaky", "dcgan"])
 def test_wrong_input_shapes_raise(arch: str) -> None:
     g, d = build_generator(arch, 100), build_discriminator(arch)
     with pytest.raises(ValueError, match="expected shape"):
@@ -130,6 +130,23 @@ def test_wrong_input_shapes_raise(arch: str) -> None:
         d(torch.randn(4, 3, 28, 28))
     with pytest.raises(ValueError, match="expected shape"):
         d(torch.randn(4, 1, 32, 32))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "mlp_leaky", "dcgan"])
+def test_spectral_norm_wraps_every_weight_layer_of_d(arch: str) -> None:
+    from torch.nn.utils import parametrize
+
+    d = build_discriminator(arch, spectral_norm=True)
+    layers = [m for m in d.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    assert not any(parametrize.is_parametrized(m) for m in build_discriminator(arch).modules())
+    torch.manual_seed(0)
+    d.eval()
+    with torch.no_grad():
+        for _ in range(30):  # power iteration runs in train mode; eval uses the estimate
+            d.train()(torch.rand(4, 1, 28, 28) * 2 - 1)
+        w = layers[0].weight  # the normalised weight: largest singular value ~1
+    assert torch.linalg.matrix_norm(w.flatten(1), ord=2).item() == pytest.approx(1.0, abs=0.05)
 
 
 def test_check_shape_message() -> None:
