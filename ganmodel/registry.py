@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,24 +238,9 @@ def find_version(client: Any, name: str, weights_hash: str) -> Any | None:
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    import mlflow
-
-    old = mlflow.get_tracking_uri()
-    if uri == old:
-        yield
-        return
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old)
-
-
 def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str, Any], cfg: RegisterParams,
                        *, run_ids: dict[str, str], params: dict[str, Any] | None = None,
-                       git_commit: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+                       git_commit: str | None = None) -> dict[str, Any]:
     """Register the generator (once per weights) and apply the gate; see the module docstring.
 
     A new version's model is logged (pyfunc, `ganmodel.serving`) into the active MLflow run,
@@ -281,7 +264,7 @@ def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str
     tags = version_tags(metrics, cfg, weights_hash=weights_hash, run_ids=run_ids, params=params,
                         git_commit=git_commit or runs.git_commit("."))
 
-    client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+    client = MlflowClient(mlflow.get_tracking_uri())  # the store the model is logged into
     existing = find_version(client, name, weights_hash)
     champion = get_alias(client, name, CHAMPION)
     if existing is None:
@@ -292,8 +275,7 @@ def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str
         info = log_generator_model(generator_path)
         # mlflow.register_model (not client.create_model_version) also links the logged model
         # to the new version (the UI's "registered versions" of the logged model).
-        with _tracking_uri(client.tracking_uri):
-            mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
         version, created = str(mv.version), True
     else:
         version, created = str(existing.version), False
