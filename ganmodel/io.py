@@ -1,7 +1,7 @@
 """Atomic file outputs and content hashing.
 
-A stage either leaves all of its outputs or none: every file is written to a temporary
-sibling and renamed into place only once the whole stage succeeded.
+A failed stage leaves its outputs untouched: every output is staged while the stage runs and moved
+into place, one atomic replacement per output, only once the whole stage succeeded (`OutputSet`).
 """
 
 from __future__ import annotations
@@ -53,11 +53,48 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
         w.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
 
 
-class OutputSet:
-    """Stage outputs committed together: files are staged in a temp dir and moved at `commit()`.
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
 
-    Used as a context manager: if the block raises, nothing is moved and the staging dir is
-    removed, so a failed stage leaves no partial outputs.
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def replace_path(src: Path, target: Path) -> None:
+    """Move `src` over `target` (file or directory) so that `target` never holds a mix of old and
+    new: a file by rename(2); a directory by an atomic exchange with the old one (Linux), else by
+    renaming the old one aside first (then `target` is briefly missing, never partial)."""
+    if target.is_dir() and not target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{secrets.token_hex(6)}")
+        if _exchange(src, target):
+            shutil.rmtree(src)  # src now holds the old directory
+            return
+        os.replace(target, old)
+        os.replace(src, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, target)
+
+
+class OutputSet:
+    """Stage outputs, staged while the stage runs and moved into place when it succeeds.
+
+    Used as a context manager. What it guarantees:
+
+    - Nothing reaches a target unless the block succeeds and every declared output was written;
+      if the block raises, no target is touched and the staging area is removed.
+    - Each output is replaced atomically: a reader sees either its old or its new content, never a
+      partly written file or directory (see `replace_path`).
+    - Outputs are replaced one after another, so the set is not atomic as a whole: a crash in the
+      middle of `commit` can leave some outputs new and the others old (DVC then sees changed
+      outputs and re-runs the stage).
+
+    Staged content is first copied beside each target (same filesystem), then renamed.
     """
 
     def __init__(self) -> None:
@@ -69,7 +106,7 @@ class OutputSet:
         target = Path(target).absolute()
         if target not in self._targets:
             # One folder per target keeps the file name, so a staged file logged as an artifact
-            # (e.g. `mlflow.log_artifact(out.path(...))`) is named like its final output.
+            # (e.g. `run.log_artifact(out.path(...))`) is named like its final output.
             slot = self._staging / str(len(self._targets))
             slot.mkdir()
             self._targets[target] = slot / target.name
@@ -79,19 +116,24 @@ class OutputSet:
         for target, staged in self._targets.items():
             if not staged.exists():
                 raise FileNotFoundError(f"stage output {target} was never written")
-        for target, staged in self._targets.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            # Copy then rename so the final step is atomic even across filesystems.
-            tmp = target.with_name(f".{target.name}.tmp")
-            if staged.is_dir():
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-                shutil.copytree(staged, tmp)
-            else:
-                shutil.copy2(staged, tmp)
-            os.replace(tmp, target)
+        siblings: dict[Path, Path] = {}
+        try:
+            for target, staged in self._targets.items():  # copy everything beside its target first
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.new-{secrets.token_hex(6)}")
+                siblings[target] = tmp
+                if staged.is_dir():
+                    shutil.copytree(staged, tmp)
+                else:
+                    shutil.copy2(staged, tmp)
+            for target, tmp in siblings.items():  # then only renames
+                replace_path(tmp, target)
+        finally:
+            for tmp in siblings.values():
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                elif tmp.exists():
+                    tmp.unlink()
 
     def __enter__(self) -> OutputSet:
         return self

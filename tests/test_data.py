@@ -372,6 +372,48 @@ def test_prepared_outputs_are_all_or_nothing(tmp_path: Path) -> None:
     assert torch.equal(load_split(out_dir, "val").images, splits["val"].images)
 
 
+def test_output_set_replaces_each_output_atomically(tmp_path: Path, monkeypatch) -> None:
+    """An existing directory output is swapped for the new one in one step: at no point is the
+    path missing or a mix of old and new files (watched from inside the rename)."""
+    import os
+
+    import ganmodel.io as io_mod
+    from ganmodel.io import OutputSet
+
+    target = tmp_path / "prepared"
+    target.mkdir()
+    (target / "old.pt").write_text("old")
+    seen: list[set[str]] = []
+    real_exchange = io_mod._exchange
+
+    def watching_exchange(a: Path, b: Path) -> bool:
+        seen.append({p.name for p in target.iterdir()})  # just before the swap: all old
+        ok = real_exchange(a, b)
+        seen.append({p.name for p in target.iterdir()})  # just after: all new
+        return ok
+
+    monkeypatch.setattr(io_mod, "_exchange", watching_exchange)
+    with OutputSet() as out:
+        staged = out.path(target)
+        staged.mkdir()
+        (staged / "new.pt").write_text("new")
+    assert seen == [{"old.pt"}, {"new.pt"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no leftovers beside it
+    assert os.listdir(target) == ["new.pt"]
+
+
+def test_output_set_touches_nothing_when_an_output_is_missing(tmp_path: Path) -> None:
+    from ganmodel.io import OutputSet
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("old a")
+    with pytest.raises(FileNotFoundError, match="b.json was never written"), OutputSet() as out:
+        out.path(a).write_text("new a")
+        out.path(b)  # declared, never written
+    assert a.read_text() == "old a" and not b.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
 def test_to_unit_range_never_modifies_its_input() -> None:
     x = torch.full((2, 1, 28, 28), 255.0)
     y = to_unit_range(x)
