@@ -218,10 +218,10 @@ def load_data(params_path: str, prepared: str | None) -> torch.Tensor:
 
 
 def train_config(params_path: str, precision: str = "fp32", world_size: int = 1):
-    from ganmodel.config import TrainParams, load_params
+    from ganmodel.config import RECIPE_KEYS, TrainParams, load_params
 
-    raw = load_params(params_path).train.model_dump()
-    # The seed's configuration whatever params.yaml says: the preset replaces its keys.
+    # The seed's recipe whatever params.yaml's preset is; the rest (seed, ...) from params.yaml.
+    raw = {k: v for k, v in load_params(params_path).train.model_dump().items() if k not in RECIPE_KEYS}
     raw.update(preset="seed", precision=precision, eval_every=0, epochs=10**6, steps_per_epoch=None,
                num_workers=world_size, use_gpu=False)
     return TrainParams(**raw)
@@ -286,7 +286,8 @@ def _adam_option(**kw):
 
 def run_loop(images: torch.Tensor, cfg, device: torch.device, seconds: float,
              rank: int = 0, world_size: int = 1, adam: dict | None = None) -> dict[str, Any]:
-    from ganmodel.training.loop import Context, steps_per_epoch, train
+    from ganmodel.training.loop import steps_per_epoch, train
+    from ganmodel.training.state import Context
 
     timer = EpochTimer(seconds, device, world_size)
     try:
@@ -357,7 +358,7 @@ raw.update(epochs=1, steps_per_epoch=1, eval_every=0, storage_path=storage, ray_
 cfg = TrainParams(**raw)
 t = time.perf_counter(); init_ray(cfg); T["ray.init"] = time.perf_counter() - t
 t = time.perf_counter()
-out = run_ray(cfg, train_pt, None, None, "benchmark-overhead")
+out = run_ray(cfg, train_pt, "benchmark-overhead")
 T["TorchTrainer.fit (1 epoch x 1 step, %d workers)" % cfg.num_workers] = time.perf_counter() - t
 T["  of which the loop itself"] = out.history[-1]["epoch_time_s"]
 t = time.perf_counter(); ray.shutdown(); T["ray.shutdown"] = time.perf_counter() - t

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ganmodel.errors import GanModelError
 
@@ -70,19 +78,36 @@ class ClassifierParams(_Section):
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
 
 
-# The classic MLP GAN of the seed article, exactly: the baseline every improvement is measured
-# against. `train.preset: seed` replaces these keys with these values.
+# A preset is a named training recipe: it sets the RECIPE_KEYS of `train`. A recipe key given
+# explicitly next to a preset must agree with it, or params are rejected naming both keys: a value
+# that `dvc exp show` lists is always the value that trained. `custom` sets nothing, so every recipe
+# key comes from params (or its default, the seed's value).
+RECIPE_KEYS = ("arch", "loss", "lr", "betas", "batch_size", "z_dim", "ema_decay", "spectral_norm")
+# The classic MLP GAN of the seed article, exactly: the baseline every improvement is measured against.
 SEED_PRESET: dict[str, Any] = {
     "arch": "mlp", "loss": "bce", "lr": 2e-4, "betas": (0.9, 0.999), "batch_size": 128,
     "z_dim": 100, "ema_decay": 0.0, "spectral_norm": False,
 }
-PRESETS: dict[str, dict[str, Any]] = {"custom": {}, "seed": SEED_PRESET}
+PRESETS: dict[str, dict[str, Any]] = {
+    "custom": {},
+    "seed": SEED_PRESET,
+    # The seed's widths and loss with the usual MLP-GAN stabilisers: LeakyReLU, BatchNorm in G,
+    # Dropout in D (arch mlp_leaky), DCGAN's beta1 0.5 and an EMA generator.
+    "mlp_leaky": {**SEED_PRESET, "arch": "mlp_leaky", "betas": (0.5, 0.999), "ema_decay": 0.995},
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as params: sequences compare element-wise whatever their type (YAML lists, tuples)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 class TrainParams(_Section):
     """`train`: the GAN, its optimiser and how Ray Train scales it."""
 
-    preset: Literal["custom", "seed"] = "custom"
+    preset: str = "custom"
     arch: str = "mlp"
     loss: str = "bce"
     epochs: int = Field(60, ge=1)
@@ -108,15 +133,36 @@ class TrainParams(_Section):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("preset"), str):
-            return {**data, **PRESETS.get(data["preset"], {})}
-        return data
+        """Fill the preset's recipe keys; an explicit key that disagrees with the preset is an error."""
+        if not isinstance(data, dict) or data.get("preset") not in PRESETS:
+            return data  # a bad preset name is reported by the field's own validation
+        preset = PRESETS[data["preset"]]
+        for key, value in preset.items():
+            if key not in data:
+                continue
+            try:
+                given = TypeAdapter(cls.model_fields[key].annotation).validate_python(data[key])
+            except ValidationError:
+                continue  # a malformed value: the field's own validation names it
+            if not _same(given, value):
+                raise ValueError(
+                    f"{key}: {data[key]!r} conflicts with train.preset={data['preset']}, which sets "
+                    f"{key}={value!r}; remove train.{key}, or set train.preset: custom to choose every "
+                    f"recipe key ({', '.join(RECIPE_KEYS)})")
+        return {**preset, **data}
 
     @field_validator("betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not all(0.0 <= b < 1.0 for b in v):
             raise ValueError("expected two numbers in [0, 1)")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; expected one of {sorted(PRESETS)}")
         return v
 
     @field_validator("arch")
@@ -163,6 +209,22 @@ class EvaluateParams(_Section):
     kid_subset_size: int = Field(500, ge=2)
     grid_size: int = Field(64, ge=1)
     nn_rows: int = Field(8, ge=1)
+    # Metric names from the registry in ganmodel/evaluation/metrics.py.
+    metrics: tuple[str, ...] = ("fid", "kid", "inception_score", "prdc", "class_coverage")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from ganmodel.evaluation.metrics import METRICS, REQUIRED_METRICS
+
+        unknown = [m for m in v if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; expected some of {sorted(METRICS)}")
+        if missing := [m for m in REQUIRED_METRICS if m not in v]:
+            raise ValueError(f"must include {', '.join(missing)} (the register gate reads them)")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a metric twice")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateParams:
@@ -243,8 +305,8 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise GanModelError(_format_error(err, source)) from None
 
 
-def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Read and validate `params.yaml`."""
+def read_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
+    """The params file as written (unvalidated): what command-line overrides are applied to."""
     p = Path(path)
     if not p.is_file():
         raise GanModelError(f"{p}: params file not found")
@@ -252,7 +314,12 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
         raise GanModelError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return parse_params(raw, str(p))
+    return raw
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read and validate `params.yaml`."""
+    return parse_params(read_params(path), str(path))
 
 
 def min_classifier_accuracy(params: Params) -> float:

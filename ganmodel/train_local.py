@@ -20,7 +20,8 @@ from pathlib import Path
 from ganmodel.entry import run_main
 from ganmodel.errors import GanModelError
 
-# `--flag` overrides of `train.<flag>` (validated again by TrainParams); they win over a preset.
+# `--flag` overrides of `train.<flag>`: explicit keys, under the same rule as in params.yaml (a key
+# that disagrees with the chosen preset is an error naming both).
 _OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "precision", "arch", "loss", "seed", "lr",
               "ema_decay")
 
@@ -49,26 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_params(args: argparse.Namespace):
-    """The params file's `train` section with the command-line overrides, validated."""
-    from ganmodel.config import PRESETS, load_params, parse_params
+    """The params file with the command-line overrides on its `train` section, validated."""
+    from ganmodel.config import parse_params, read_params
 
-    params = load_params(args.params)
-    source = f"{args.params} + command line"
-    raw = params.model_dump(mode="json")
+    raw = read_params(args.params)
+    if not isinstance(raw, dict) or not isinstance(raw.get("train", {}), dict):
+        raise GanModelError(f"{args.params}: expected a mapping with a 'train' section")
+    train = dict(raw.get("train") or {})
     # One process: the global batch is this process's batch (and must not be checked against
     # the Ray worker count).
-    raw["train"].update(num_workers=1, use_gpu=str(args.device).startswith("cuda"))
+    train.update(num_workers=1, use_gpu=str(args.device).startswith("cuda"))
     if args.preset is not None:
-        raw["train"]["preset"] = args.preset
-    # The preset first, then the flags: a preset replaces its keys, and `--preset seed --lr 1e-3`
-    # must train at 1e-3, so a flag on one of those keys turns the result into `custom`.
-    resolved = parse_params(raw, source).train.model_dump(mode="json")
-    over = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    if set(over) & set(PRESETS.get(resolved["preset"], {})):
-        resolved["preset"] = "custom"
-    raw["train"] = {**resolved, **over}
-    # Same validation and one-line errors as the params file itself.
-    return params, parse_params(raw, source).train
+        train["preset"] = args.preset
+    train.update({k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
+    params = parse_params({**raw, "train": train}, f"{args.params} + command line")
+    return params, params.train
 
 
 def load_train_images(params, prepared: str | None):
@@ -120,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(median over epochs after the first), final d_loss {last['d_loss']:.4f} "
           f"g_loss {last['g_loss']:.4f}", flush=True)
     if args.generator:
+        from ganmodel.artifacts import save_generator
         from ganmodel.io import atomic_path
-        from ganmodel.training.checkpoint import save_generator
         from ganmodel.training.outputs import generator_meta  # the train stage's format
 
         with atomic_path(args.generator) as tmp:

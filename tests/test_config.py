@@ -34,12 +34,40 @@ def test_repo_params_load(repo_root: Path) -> None:
         for key, value in values.items():
             got = getattr(model, key)
             assert (list(got) if isinstance(got, tuple) else got) == value, f"{section}.{key}"
-    # The seed preset on top of the repo's params is the article's recipe whatever the keys say:
-    # MLP G/D, BCE, Adam lr 2e-4 with default betas, batch 128, z 100, no EMA/SN.
+    # The seed preset on top of the repo's params (`dvc exp run -S train.preset=seed`) is the
+    # article's recipe: MLP G/D, BCE, Adam lr 2e-4 with default betas, batch 128, z 100, no EMA/SN.
     raw["train"]["preset"] = "seed"
     t = parse_params(raw).train
     assert (t.arch, t.loss, t.lr, t.betas, t.batch_size, t.z_dim, t.ema_decay, t.spectral_norm) == (
         "mlp", "bce", 2e-4, (0.9, 0.999), 128, 100, 0.0, False)
+
+
+@pytest.mark.parametrize(("key", "value", "shown"), [
+    ("lr", "1e-3", "'1e-3'"),         # as `dvc exp run -S train.lr=1e-3` writes it (a YAML string)
+    ("lr", 0.001, "0.001"),
+    ("betas", [0.5, 0.999], "[0.5, 0.999]"),
+    ("arch", "dcgan", "'dcgan'"),
+])
+def test_a_key_that_disagrees_with_the_preset_is_refused_naming_both(repo_root: Path, key, value, shown):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["train"].update(preset="seed", **{key: value})
+    with pytest.raises(GanModelError) as exc:
+        parse_params(raw)
+    msg = str(exc.value)
+    assert msg.startswith(f"params.yaml: train.{key}: {shown} conflicts with train.preset=seed"), msg
+    assert "\n" not in msg
+
+
+def test_keys_that_agree_with_the_preset_or_no_preset(repo_root: Path):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["train"].update(preset="seed", lr="2e-4", betas=[0.9, 0.999], arch="mlp")
+    assert parse_params(raw).train.lr == 2e-4
+    raw["train"].update(preset="custom", lr="1e-3", arch="dcgan")
+    t = parse_params(raw).train
+    assert (t.lr, t.arch, t.betas) == (1e-3, "dcgan", (0.9, 0.999))
+    raw["train"]["preset"] = "nope"
+    with pytest.raises(GanModelError, match="train.preset: unknown preset 'nope'"):
+        parse_params(raw)
 
 
 def test_empty_mapping_gives_defaults() -> None:

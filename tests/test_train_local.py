@@ -1,5 +1,6 @@
-"""`python -m ganmodel.train_local`: the Ray-free entry point GPU benchmarks use. Flags override
-the params file and win over a preset; a run writes a generator the pipeline can load."""
+"""`python -m ganmodel.train_local`: the Ray-free entry point GPU benchmarks use. Flags are explicit
+`train` keys under the params file's rule (one that disagrees with the preset is an error naming
+both); a run writes a generator the pipeline can load."""
 
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ def test_preset_alone_and_with_flags_outside_it():
     assert {k: getattr(cfg, k) for k in SEED_PRESET} == SEED_PRESET
 
 
-def test_flags_win_over_the_preset():
-    cfg = _cfg("--preset", "seed", "--lr", "1e-3", "--batch-size", "64")
-    assert (cfg.lr, cfg.batch_size) == (1e-3, 64)
-    assert cfg.arch == SEED_PRESET["arch"] and cfg.loss == SEED_PRESET["loss"]  # the rest of the seed
-    assert cfg.preset == "custom"  # no longer the article's recipe
+def test_a_flag_that_disagrees_with_the_preset_is_refused_naming_both():
+    with pytest.raises(GanModelError, match=r"train\.lr: 0\.001 conflicts with train\.preset=seed") as exc:
+        _cfg("--preset", "seed", "--lr", "1e-3")
+    assert len(str(exc.value).splitlines()) == 1
+    assert _cfg("--preset", "seed", "--lr", "2e-4").lr == 2e-4  # agreeing is fine
+    cfg = _cfg("--preset", "custom", "--lr", "1e-3", "--batch-size", "64")  # no preset: flags are the recipe
+    assert (cfg.lr, cfg.batch_size, cfg.preset) == (1e-3, 64, "custom")
 
 
 def test_bad_flag_is_a_one_line_error_naming_the_key():
@@ -53,9 +56,9 @@ def test_tiny_run_writes_a_loadable_generator(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["epochs"] == 2 and [h["epoch"] for h in summary["history"]] == [1, 2]
-    from ganmodel.training.checkpoint import load_generator
+    from ganmodel.artifacts import load_generator
 
-    assert load_generator(out).z_dim == SEED_PRESET["z_dim"]
+    assert load_generator(out)[0].z_dim == SEED_PRESET["z_dim"]
     bad = subprocess.run([sys.executable, "-m", "ganmodel.train_local", "--params", PARAMS,
                           "--generator", str(tmp_path / "nope" / "g.pt")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
