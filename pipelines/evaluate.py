@@ -1,5 +1,6 @@
 """DVC stage `evaluate`: FID/KID/IS/precision/recall/coverage in the classifier's feature space,
-next to the real-vs-real floor at the same N, plus sample grid and nearest-neighbour sheets."""
+next to the real-vs-real floor at the same N, plus sample grid and nearest-neighbour sheets. The
+figures are attached to the train run's logged model as well, so its MLflow page shows them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from ganmodel.data.prepared import load_split, read_meta
 from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.errors import GanModelError
 from ganmodel.io import OutputSet, write_csv, write_json
-from ganmodel.runs import DATA_HASH_TAG, read_upstream, run_link, stage_run
+from ganmodel.tracking.runs import (
+    CLASSIFIER_HASH_TAG,
+    DATA_HASH_TAG,
+    read_upstream,
+    run_ids,
+    run_link,
+    stage_run,
+)
+
+NOT_ON_MODEL = ("eval_time_s", "stage_wall_time_s")  # timings describe the run, not the model
 
 
 def main() -> None:
@@ -19,7 +29,6 @@ def main() -> None:
     ap.add_argument("--prepared", required=True)
     ap.add_argument("--classifier", required=True, help="classifier weights")
     ap.add_argument("--generator", required=True, help="generator weights")
-    ap.add_argument("--stats-cache", required=True, help="directory of cached real features")
     ap.add_argument("--upstream", nargs="+", required=True, metavar="STAGE=RUN_FILE")
     ap.add_argument("--metrics", required=True, help="output: metrics JSON")
     ap.add_argument("--samples", required=True, help="output: sample grid PNG")
@@ -31,33 +40,38 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.evaluate
     meta = read_meta(args.prepared)
-    upstream = read_upstream(args.upstream)
+    upstream = read_upstream(args.upstream, required=("prepare", "classifier", "train"))
 
-    from ganmodel.evaluation import evaluate, heldout
-    from ganmodel.networks.classifier import load_classifier
-    from ganmodel.training.checkpoint import load_generator
+    from ganmodel.artifacts import GENERATOR, file_weights_hash, load_classifier, load_generator
+    from ganmodel.evaluation.protocol import evaluate, heldout
 
     classifier, clf_meta = load_classifier(args.classifier)
     if len(meta["classes"]) != classifier.n_classes:
         raise GanModelError(f"{args.classifier}: {classifier.n_classes} classes, but {args.prepared} has "
                             f"{len(meta['classes'])}; re-run the classifier stage")
-    generator = load_generator(args.generator)
+    generator, _ = load_generator(args.generator)
+    gen_hash = file_weights_hash(args.generator, GENERATOR)
+    train_link = upstream["train"]
+    if "model_id" not in train_link or train_link.get("weights_hash") != gen_hash:
+        logged = str(train_link.get("weights_hash", "without weights"))[:12]
+        raise GanModelError(f"{args.generator}: not the generator the train run logged (run link {logged} "
+                            f"vs file {gen_hash[:12]}); re-run the train stage")
     train = load_split(args.prepared, "train")
     held = heldout(load_split(args.prepared, "val"), load_split(args.prepared, "test"))
 
     with stage_run("evaluate", params.tracking.experiment, {"evaluate": cfg.model_dump()},
-                   upstream=upstream, tags={DATA_HASH_TAG: meta["data_hash"],
-                                            "classifier.hash": clf_meta["hash"]}) as run:
-        import mlflow
+                   upstream=run_ids(upstream), tags={DATA_HASH_TAG: meta["data_hash"],
+                                                     CLASSIFIER_HASH_TAG: clf_meta["hash"]}) as run:
+        from ganmodel.evaluation.coverage import DEFAULT_MIN_RELATIVE_SHARE
+        from ganmodel.figures import class_histogram_png, save_grid
+        from ganmodel.tracking.models import log_model_metrics
+        from ganmodel.tracking.runs import prepared_dataset
 
-        from ganmodel.images import save_grid
-        from ganmodel.metrics.coverage import DEFAULT_MIN_RELATIVE_SHARE
-        from ganmodel.plots import class_histogram_png
-
-        res = evaluate(generator, classifier, train, held, cfg, meta["data_hash"], args.stats_cache,
-                       class_names=meta["classes"])
+        run.log_dataset(meta, args.prepared, context="evaluation")
+        res = evaluate(generator, classifier, train, held, cfg, class_names=meta["classes"])
         summary = {**{k: round(v, 6) if isinstance(v, float) else v for k, v in res.headline.items()},
-                   "data_hash": meta["data_hash"], "classifier_hash": clf_meta["hash"]}
+                   "data_hash": meta["data_hash"], "classifier_hash": clf_meta["hash"],
+                   "generator_hash": gen_hash}
         with OutputSet() as out:
             save_grid(res.grid, out.path(args.samples))
             save_grid(res.nn_sheet, out.path(args.neighbours), nrow=res.nn_cols)
@@ -66,18 +80,24 @@ def main() -> None:
                                 f"{meta['dataset']}: classes of {cfg.n_samples} generated images",
                                 DEFAULT_MIN_RELATIVE_SHARE)
             summary["stage_wall_time_s"] = round(stage_wall_time_s(), 1)
-            mlflow.log_metrics({**res.metrics, "stage_wall_time_s": summary["stage_wall_time_s"]})
+            # The headline figures go to this run *and* the train run's logged model (one metric
+            # entry each, linked to the model and the dataset); the rest to this run only.
+            on_model = {k: v for k, v in res.headline.items() if k not in NOT_ON_MODEL}
+            log_model_metrics(train_link["model_id"], on_model, dataset=prepared_dataset(meta, args.prepared))
+            run.log_metrics({**{k: v for k, v in res.metrics.items() if k not in on_model},
+                             "stage_wall_time_s": summary["stage_wall_time_s"]})
             write_json(out.path(args.metrics), summary)
-            write_json(out.path(args.run_file), run_link(run))
-            mlflow.log_dict(summary, "evaluate.json")
-            mlflow.log_artifact(str(out.path(args.samples)), "samples")
-            mlflow.log_artifact(str(out.path(args.neighbours)), "samples")
-            mlflow.log_artifact(str(out.path(args.classes)), "plots")
-            mlflow.log_artifact(str(out.path(args.classes_png)), "plots")
+            write_json(out.path(args.run_file), run_link(run, generator_hash=gen_hash))
+            run.log_dict(summary, "evaluate.json")
+            run.log_artifact(out.path(args.samples), "samples")
+            run.log_artifact(out.path(args.neighbours), "samples")
+            run.log_artifact(out.path(args.classes), "plots")
+            run.log_artifact(out.path(args.classes_png), "plots")
         m = res.metrics
         print(f"evaluate (N={cfg.n_samples}): FID {m['fid']:.2f} (floor {m['fid_floor']:.2f}, ratio "
-              f"{m['fid_ratio']:.2f}), KID {m['kid_mean']:.4f}, IS {m['is_mean']:.2f}, precision "
-              f"{m['precision']:.3f}, recall {m['recall']:.3f}, classes {m['classes_covered']:.0f}, "
+              f"{m['fid_ratio']:.2f}), KID {m.get('kid_mean', float('nan')):.4f}, IS "
+              f"{m.get('is_mean', float('nan')):.2f}, precision {m.get('precision', float('nan')):.3f}, "
+              f"recall {m.get('recall', float('nan')):.3f}, classes {m['classes_covered']:.0f}, "
               f"{m['eval_time_s']:.1f}s of metrics, {summary['stage_wall_time_s']:.1f}s in all")
 
 

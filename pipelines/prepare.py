@@ -9,7 +9,7 @@ from ganmodel.data.prepared import data_hash, make_splits, save_prepared, split_
 from ganmodel.data.sources import load_raw
 from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.io import OutputSet, write_json
-from ganmodel.runs import DATA_HASH_TAG, run_link, stage_run
+from ganmodel.tracking.runs import DATA_HASH_TAG, run_link, stage_run
 
 
 def main() -> None:
@@ -23,8 +23,6 @@ def main() -> None:
     p = params.data
 
     with stage_run("prepare", params.tracking.experiment, {"data": p.model_dump()}) as run:
-        import mlflow
-
         raw = load_raw(p.dataset, p.raw_dir, p.download)
         splits = make_splits(raw, p.val_fraction, p.test_fraction, p.seed)
         digest = data_hash(splits)
@@ -32,13 +30,14 @@ def main() -> None:
         meta = {"dataset": p.dataset, "data_hash": digest, "classes": list(raw.classes),
                 "image_shape": [1, 28, 28], "splits": {k: v["count"] for k, v in counts.items()},
                 "class_counts": {k: v["per_class"] for k, v in counts.items()}}
-        mlflow.set_tag(DATA_HASH_TAG, digest)
-        mlflow.log_metrics({f"{s}_count": c["count"] for s, c in counts.items()})
-        mlflow.log_dict(counts, "counts.json")
+        run.set_tags({DATA_HASH_TAG: digest})
+        run.log_metrics({f"{s}_count": c["count"] for s, c in counts.items()})
+        run.log_dict(counts, "counts.json")
         with OutputSet() as out:
             save_prepared(out.path(args.out_dir), splits, meta)
+            run.log_dataset(meta, args.out_dir, context="prepared")
             wall = round(stage_wall_time_s(), 1)
-            mlflow.log_metric("stage_wall_time_s", wall)
+            run.log_metrics({"stage_wall_time_s": wall})
             # Per-class counts live in meta.json and MLflow: thirty metric columns would bury the rest.
             write_json(out.path(args.metrics), {"data_hash": digest, "stage_wall_time_s": wall,
                                                 **{k: {"count": v["count"]} for k, v in counts.items()}})

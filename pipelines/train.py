@@ -1,15 +1,28 @@
-"""DVC stage `train`: Ray Train TorchTrainer (N workers, DDP) -> generator, loss curve, samples."""
+"""DVC stage `train`: Ray Train TorchTrainer (N workers, DDP) -> generator, loss curve, samples,
+and the generator logged as an MLflow model of the train run."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ganmodel.artifacts import CLASSIFIER, GENERATOR, file_weights_hash
 from ganmodel.config import load_params
 from ganmodel.data.prepared import read_meta
 from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.io import OutputSet, write_json
-from ganmodel.runs import DATA_HASH_TAG, RESUMED_TAG, find_unfinished_run, read_run_file, run_link, stage_run
+from ganmodel.tracking.runs import (
+    CLASSIFIER_HASH_TAG,
+    DATA_HASH_TAG,
+    RESUMED_TAG,
+    find_unfinished_run,
+    flatten,
+    read_upstream,
+    run_ids,
+    run_link,
+    stage_run,
+)
+from ganmodel.training.identity import train_run_name
 from ganmodel.training.job import RAY_RUN_TAG, RAY_STORAGE_TAG, ray_run_tags
 from ganmodel.training.ray_runner import apply_ray_env_defaults
 
@@ -18,10 +31,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--prepared", required=True, help="prepared splits directory")
-    ap.add_argument("--prepare-run", required=True, help="run link of the prepare stage")
     ap.add_argument("--classifier", required=True, help="classifier weights (in-training FID)")
-    ap.add_argument("--classifier-run", required=True, help="run link of the classifier stage")
-    ap.add_argument("--stats-cache", required=True, help="directory of cached real features")
+    ap.add_argument("--upstream", nargs="+", required=True, metavar="STAGE=RUN_FILE")
     ap.add_argument("--generator", required=True, help="output: generator weights")
     ap.add_argument("--losses", required=True, help="output: per-epoch losses (CSV, DVC plot)")
     ap.add_argument("--samples", required=True, help="output: last sample grid (PNG)")
@@ -33,55 +44,57 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.train
     meta = read_meta(args.prepared)
-    upstream = {"prepare": read_run_file(args.prepare_run)["run_id"],
-                "classifier": read_run_file(args.classifier_run)["run_id"]}
+    upstream = read_upstream(args.upstream, required=("prepare", "classifier"))
+    clf_hash = file_weights_hash(args.classifier, CLASSIFIER)
 
-    # A re-run of a killed or failed stage resumes the Ray run's last checkpoint (same run name and
-    # storage); continue its MLflow run too, instead of opening a second one.
-    ray_tags = ray_run_tags(cfg, meta["data_hash"])
-    tags = {DATA_HASH_TAG: meta["data_hash"], **ray_tags}
+    # The Ray run is named by exactly what DVC tracks for this stage: a re-run of a killed or failed
+    # stage with the same inputs resumes its last checkpoint, and continues its MLflow run too.
+    name = train_run_name(params.model_dump(mode="json"), meta["data_hash"], clf_hash)
+    ray_tags = ray_run_tags(cfg, name)
+    tags = {DATA_HASH_TAG: meta["data_hash"], CLASSIFIER_HASH_TAG: clf_hash, **ray_tags}
     previous = find_unfinished_run(params.tracking.experiment, "train", ray_tags)
     if previous is not None:
         tags.update({RESUMED_TAG: "true", f"{RESUMED_TAG}.from_status": previous.info.status})
-        print(f"train: continuing MLflow run {previous.info.run_id} ({previous.info.status}) of Ray run "
-              f"{ray_tags[RAY_RUN_TAG]}")
+        print(f"train: continuing MLflow run {previous.info.run_id} ({previous.info.status}) "
+              f"of Ray run {name}")
     with stage_run("train", params.tracking.experiment, {"train": cfg.model_dump()},
-                   upstream=upstream, tags=tags, system_metrics=True,
+                   upstream=run_ids(upstream), tags=tags, system_metrics=True,
                    run_id=previous.info.run_id if previous is not None else None) as run:
-        import mlflow
+        from ganmodel.figures import curves_png
+        from ganmodel.tracking.models import log_generator_model
+        from ganmodel.tracking.runs import backfill_history
+        from ganmodel.training.job import run_ray
+        from ganmodel.training.outputs import scaling_params, write_train_outputs
 
-        from ganmodel.plots import curves_png
-        from ganmodel.training.job import backfill_history, run_ray
-        from ganmodel.training.outputs import real_stats_for_training, scaling_params, write_train_outputs
-
-        mlflow.log_params(scaling_params(cfg, meta["splits"]["train"]))
-        stats = (real_stats_for_training(args.classifier, args.prepared, meta["data_hash"], args.stats_cache)
-                 if cfg.eval_every else None)
-        outcome = run_ray(cfg, str(Path(args.prepared) / "train.pt"), run.info.run_id,
-                          mlflow.get_tracking_uri(), meta["data_hash"], eval_stats=stats,
-                          classifier=str(Path(args.classifier).absolute()) if stats else None,
-                          log_params=mlflow.log_params)
-        if backfilled := backfill_history(mlflow.tracking.MlflowClient(), run.info.run_id, outcome.history):
+        run.log_dataset(meta, args.prepared, context="training")
+        run.log_params({**scaling_params(cfg, meta["splits"]["train"]), **ray_tags})
+        outcome = run_ray(cfg, str(Path(args.prepared) / "train.pt"), name, run_id=run.run_id,
+                          tracking_uri=run.tracking_uri,
+                          classifier=args.classifier if cfg.eval_every else None)
+        if backfilled := backfill_history(run.run_id, outcome.history, run.tracking_uri):
             print(f"train: epochs {backfilled[0]}-{backfilled[-1]} came from existing checkpoints of Ray run "
-                  f"{ray_tags[RAY_RUN_TAG]} (same params, data and code); their metrics were copied into "
-                  f"this run. Delete {ray_tags[RAY_STORAGE_TAG]}/{ray_tags[RAY_RUN_TAG]} to retrain.")
+                  f"{name} (same params, data, classifier and code); their metrics were copied into this "
+                  f"run. Delete {ray_tags[RAY_STORAGE_TAG]}/{ray_tags[RAY_RUN_TAG]} to retrain.")
         with OutputSet() as out:
             summary = write_train_outputs(
                 outcome, cfg, meta,
                 generator=out.path(args.generator), losses=out.path(args.losses),
                 samples=out.path(args.samples))
             curves_png(out.path(args.losses), out.path(args.curves), f"train: {cfg.arch} + {cfg.loss}")
+            model = log_generator_model(out.path(args.generator), params=flatten({"train": cfg.model_dump()}))
             summary["stage_wall_time_s"] = round(stage_wall_time_s(), 1)
             write_json(out.path(args.metrics), summary)
-            write_json(out.path(args.run_file), run_link(run, data_hash=meta["data_hash"]))
-            mlflow.log_metrics({k: summary[k] for k in ("steady_images_per_sec", "wall_time_s",
-                                                        "stage_wall_time_s")})
-            mlflow.log_artifact(str(out.path(args.generator)), "generator")
-            mlflow.log_artifact(str(out.path(args.samples)), "samples")
-            mlflow.log_artifact(str(out.path(args.curves)), "plots")
-            mlflow.log_artifact(str(out.path(args.losses)), "plots")
+            write_json(out.path(args.run_file), run_link(
+                run, data_hash=meta["data_hash"], model_id=model.model_id,
+                weights_hash=file_weights_hash(out.path(args.generator), GENERATOR)))
+            run.log_metrics({k: summary[k]
+                             for k in ("steady_images_per_sec", "wall_time_s", "stage_wall_time_s")})
+            run.log_artifact(out.path(args.generator), "generator")
+            run.log_artifact(out.path(args.samples), "samples")
+            run.log_artifact(out.path(args.curves), "plots")
+            run.log_artifact(out.path(args.losses), "plots")
         print(f"train: {cfg.epochs} epochs, {summary['steady_images_per_sec']:.0f} img/s steady, "
-              f"wall {summary['wall_time_s']:.1f}s, run {run.info.run_id}")
+              f"wall {summary['wall_time_s']:.1f}s, run {run.info.run_id}, model {model.model_id}")
 
 
 if __name__ == "__main__":

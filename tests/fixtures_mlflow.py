@@ -49,7 +49,7 @@ def mlflow_store(mlflow_template_db: Path, tmp_path_factory: pytest.TempPathFact
     """A private sqlite store for one test module; MLFLOW_TRACKING_URI points at it meanwhile."""
     import mlflow
 
-    from ganmodel.runs import ensure_experiment
+    from ganmodel.tracking.store import ensure_experiment
 
     root = tmp_path_factory.mktemp("store")
     db = root / "mlruns" / "mlflow.db"

@@ -26,9 +26,9 @@ SOURCES = ("ganmodel", "pipelines", "dvc.yaml", "params.yaml", "pyproject.toml")
 BIN = Path(sys.executable).parent
 
 # Tiny and fast, on 2 CPU workers; the classifier is only an upstream dependency here.
-TINY_TRAIN = dict(arch="mlp", loss="bce", epochs=4, steps_per_epoch=2, batch_size=64, num_workers=2,
-                  use_gpu=False, precision="fp32", ema_decay=0.5, eval_every=0, ray_address=None,
-                  checkpoint_every=1, keep_checkpoints=2, max_failures=0)
+TINY_TRAIN = dict(preset="custom", arch="mlp", loss="bce", epochs=4, steps_per_epoch=2, batch_size=64,
+                  num_workers=2, use_gpu=False, precision="fp32", ema_decay=0.5, eval_every=0,
+                  ray_address=None, checkpoint_every=1, keep_checkpoints=2, max_failures=0)
 TINY_CLASSIFIER = dict(epochs=1, min_accuracy=0.0)
 
 
@@ -130,6 +130,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
                                  f"--- stdout\n{out[-6000:]}\n--- stderr\n{err[-6000:]}")
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def with_faults(env: dict[str, str], hook: str, at_epoch: int, marker: Path) -> dict[str, str]:
+    """`env` with a `tests/faults.py` hook installed in the train workers (see that module)."""
+    return {**env, "PYTHONPATH": env["PYTHONPATH"] + os.pathsep + str(TESTS_DIR),
+            "GANMODEL_EPOCH_HOOKS": f"faults:{hook}", "GANMODEL_FAULT_AT_EPOCH": str(at_epoch),
+            "GANMODEL_FAULT_MARKER": str(marker)}
 
 
 def edit_params(repo: Path, section: str, **values: Any) -> dict[str, Any]:

@@ -27,7 +27,8 @@ import torch.multiprocessing as mp
 from ganmodel.config import TrainParams
 from ganmodel.data.prepared import to_unit_range
 from ganmodel.losses import LOSSES
-from ganmodel.training.loop import Context, GanState, build_state, train, train_step, unwrap
+from ganmodel.training.loop import train, train_step
+from ganmodel.training.state import Context, GanState, build_state, unwrap
 
 pytestmark = pytest.mark.timeout(240)  # a stuck gloo rendezvous must not hang the suite
 

@@ -94,6 +94,8 @@ def test_dvc_metrics_show_reads_the_evaluate_figures(full) -> None:
     clf = _read(full.repo, "runs/classifier.json")
     assert m["classifier_hash"] == clf["classifier_hash"]
     assert m["data_hash"] == _read(full.repo, "runs/prepare.json")["data_hash"]
+    # The weights evaluated (what register checks before it registers anything).
+    assert m["generator_hash"] == _read(full.repo, "runs/train.json")["weights_hash"]
     # Every stage records its wall time as the user waits for it: at least the part it timed itself.
     assert m["stage_wall_time_s"] >= m["eval_time_s"] > 0
     train = data["metrics/train.json"]["data"]
@@ -169,6 +171,13 @@ def test_evaluate_run_matches_dvc_outputs_and_links_upstream(full) -> None:
     assert run.data.params["evaluate.n_samples"] == str(N)
     files = {a.path for a in MlflowClient(full.uri).list_artifacts(run.info.run_id, "samples")}
     assert {"samples/eval_samples.png", "samples/nearest_neighbours.png"} <= files
+    # The headline figures are on the train run's logged model too (its MLflow page), with the data.
+    model = MlflowClient(full.uri).get_logged_model(_read(full.repo, "runs/train.json")["model_id"])
+    on_model = {x.key: x for x in model.metrics}
+    for key in ("fid", "fid_floor", "fid_ratio", "recall", "classes_covered"):
+        assert on_model[key].value == pytest.approx(m[key], rel=1e-5, abs=1e-6), key
+        assert on_model[key].run_id == run.info.run_id
+        assert on_model[key].dataset_digest == m["data_hash"][:36]
     # One `dvc repro`: its stage runs share one parent run.
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs.values()}
     assert len(parents) == 1 and None not in parents, parents
@@ -184,4 +193,11 @@ def test_register_decision_follows_the_gate(full) -> None:
     assert str(result["version"]) == "1"
     run = _stage_runs(full.uri)["register"]
     assert run.data.tags["register.decision"] == result["decision"]
+    from mlflow.tracking import MlflowClient
+
+    from ganmodel.tracking.models import version_model_id
+
+    mv = MlflowClient(full.uri).get_model_version(result["model_name"], str(result["version"]))
+    assert version_model_id(mv) == _read(full.repo, "runs/train.json")["model_id"]
+    assert not [k for k in mv.tags if k.startswith("metric.")]
     assert run.data.tags["upstream.evaluate.run_id"] == _read(full.repo, "runs/evaluate.json")["run_id"]

@@ -12,35 +12,30 @@ import pytest
 from mlflow_helpers import (
     BIN,
     REPO_ROOT,
-    eval_metrics,
     make_generator,
+    register_like_pipeline,
     subprocess_env,
     unique_name,
 )
 
-from ganmodel import cli
+from ganmodel.registry import cli
 
 pytest_plugins = ["fixtures_mlflow"]  # mlflow_store
 
 
 @pytest.fixture(scope="module")
 def registered(mlflow_store, tmp_path_factory):
-    """A generator file registered as `<name>` v1 with alias champion; returns (name, file, run_id)."""
-    import mlflow
-
-    from ganmodel.config import RegisterParams
-    from ganmodel.registry import register_generator
-
+    """A generator file registered as `<name>` v1 with alias champion; returns (name, file, train
+    run id, logged model id)."""
     gen = make_generator(tmp_path_factory.mktemp("gen") / "generator.pt", seed=42)
     name = unique_name()
-    with mlflow.start_run(experiment_id=mlflow_store.experiment_id) as run:
-        out = register_generator(gen, eval_metrics(), RegisterParams(model_name=name), run_ids={})
+    out, run_ids = register_like_pipeline(mlflow_store.uri, mlflow_store.experiment_id, name, gen)
     assert out["decision"] == "champion"
-    return name, gen, run.info.run_id
+    return name, gen, run_ids["train"], out["model_id"]
 
 
 def _run(args: list[str], cwd: Path, module: bool = False, **env: str) -> subprocess.CompletedProcess:
-    exe = [sys.executable, "-m", "ganmodel.cli"] if module else [str(BIN / "ganmodel")]
+    exe = [sys.executable, "-m", "ganmodel"] if module else [str(BIN / "ganmodel")]
     return subprocess.run([*exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
                           env=subprocess_env(**env))
 
@@ -62,7 +57,8 @@ def _in_process(args: list[str], capsys) -> tuple[int, str]:
 
 
 def test_help_is_fast_and_lazy():
-    code = "import sys, ganmodel.cli; print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))"
+    code = ("import sys, ganmodel.registry.cli; "
+            "print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]"
     proc = _run(["generate", "--help"], REPO_ROOT)
@@ -70,7 +66,7 @@ def test_help_is_fast_and_lazy():
 
 
 def test_file_and_registry_give_the_same_images_per_seed(registered, mlflow_store, tmp_path, capsys):
-    name, gen, run_id = registered
+    name, gen, run_id, model_id = registered
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
     p = _run(["generate", "--model", str(gen), "-n", "5", "--seed", "0", "--out", str(a)], tmp_path)
     assert p.returncode == 0, p.stderr
@@ -83,8 +79,8 @@ def test_file_and_registry_give_the_same_images_per_seed(registered, mlflow_stor
     assert x.min() >= -1.0 and x.max() <= 1.0
 
     # In-process from here (the module is already imported): same seed again, another seed,
-    # a runs:/ URI of the logged pyfunc model.
-    c, d, e = tmp_path / "c.npy", tmp_path / "d.npy", tmp_path / "e.npy"
+    # a runs:/ URI of the train run's weights file, the logged model's id.
+    c, d, e, f = (tmp_path / f"{x}.npy" for x in "cdef")
     assert _in_process(["generate", "--model", str(gen), "-n", "5", "--seed", "0", "--out", str(c)],
                        capsys)[0] == 0
     assert np.array_equal(np.load(c), x)
@@ -94,12 +90,15 @@ def test_file_and_registry_give_the_same_images_per_seed(registered, mlflow_stor
     assert _in_process(["generate", "--model", f"runs:/{run_id}/generator/generator.pt", "-n", "5",
                         "--seed", "0", "--out", str(e)], capsys)[0] == 0
     assert np.array_equal(np.load(e), x)
+    assert _in_process(["generate", "--model", f"models:/{model_id}", "-n", "5", "--seed", "0", "--out",
+                        str(f)], capsys)[0] == 0
+    assert np.array_equal(np.load(f), x)
 
 
 def test_png_grid_from_a_version(registered, mlflow_store, tmp_path, capsys):
     from PIL import Image
 
-    name, _, _ = registered
+    name, *_ = registered
     out = tmp_path / "grid.png"
     code, err = _in_process(["generate", "--model", f"models:/{name}/1", "-n", "64", "--seed", "3",
                              "--out", str(out)], capsys)
@@ -110,7 +109,7 @@ def test_png_grid_from_a_version(registered, mlflow_store, tmp_path, capsys):
 
 
 def test_unknown_alias_is_one_line_exit_2(registered, mlflow_store, tmp_path):
-    name, _, _ = registered
+    name, *_ = registered
     p = _run(["generate", "--model", f"models:/{name}@nope", "--out", str(tmp_path / "x.npy")], tmp_path,
              MLFLOW_TRACKING_URI=mlflow_store.uri)
     _one_line_error(p, "no alias 'nope'", "champion")
@@ -126,7 +125,7 @@ def test_unknown_alias_is_one_line_exit_2(registered, mlflow_store, tmp_path):
     ("missing/generator.pt", ("no such generator file",)),
 ])
 def test_unknown_model_version_or_file(registered, mlflow_store, tmp_path, capsys, model, words):
-    name, _, _ = registered
+    name, *_ = registered
     out = str(tmp_path / "x.npy")
     code, err = _in_process(["generate", "--model", model.format(name=name), "--out", out], capsys)
     assert code == 2
@@ -162,11 +161,11 @@ def test_local_store_missing_is_an_error_not_a_new_database(tmp_path):
     assert not (tmp_path / "mlruns").exists()  # not even its directory
 
 
-def test_server_down_fails_fast_with_one_line(tmp_path, monkeypatch):
+def test_server_down_fails_fast_with_one_line(tmp_path, monkeypatch, mlflow_store):
     from mlflow_helpers import free_port, run_register_stage, write_stage_inputs
 
     from ganmodel.errors import GanModelError
-    from ganmodel.runs import configure_tracking
+    from ganmodel.tracking.store import configure_tracking
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     p = _run(["generate", "--model", "models:/gan-generator@champion", "--out", "x.npy"], tmp_path,
@@ -177,7 +176,8 @@ def test_server_down_fails_fast_with_one_line(tmp_path, monkeypatch):
     with pytest.raises(GanModelError, match="unreachable"):
         configure_tracking(tmp_path)
 
-    stage = run_register_stage(tmp_path, write_stage_inputs(tmp_path, "gan-generator"), url)
+    args = write_stage_inputs(tmp_path, "gan-generator", mlflow_store.uri)  # fabricated on a live store
+    stage = run_register_stage(tmp_path, args, url)
     _one_line_error(stage, "unreachable")
     assert not (tmp_path / "runs" / "register.json").exists()
 

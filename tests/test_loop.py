@@ -11,18 +11,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from ganmodel.artifacts import load_generator, save_generator
 from ganmodel.errors import GanModelError
 from ganmodel.networks import build_generator
-from ganmodel.training.checkpoint import (
-    GENERATOR_FILE,
-    load_checkpoint,
-    load_generator,
-    save_checkpoint,
-    save_generator,
-    state_dict,
-)
+from ganmodel.training.checkpoint import load_checkpoint, save_checkpoint
 from ganmodel.training.job import outcome_from_state, run_local
-from ganmodel.training.loop import N_FIXED_NOISE, Context, GanState, train, unwrap
+from ganmodel.training.loop import train
+from ganmodel.training.state import N_FIXED_NOISE, Context, GanState, state_dict, unwrap
 
 
 class RecordingTracker:
@@ -36,6 +31,9 @@ class RecordingTracker:
         self.metrics.append((step, dict(metrics)))
 
     def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
     def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
@@ -213,9 +211,9 @@ def test_loss_variants(train_cfg, random_images, arch: str, loss: str) -> None:
 def test_generator_file_round_trip(tmp_path: Path, train_cfg, random_images) -> None:
     outcome = run_local(train_cfg(arch="dcgan", epochs=1, steps_per_epoch=1, batch_size=16, z_dim=16),
                         random_images)
-    path = tmp_path / GENERATOR_FILE
+    path = tmp_path / "generator.pt"
     save_generator(outcome.generator, {"arch": "dcgan", "z_dim": 16}, path)
-    g = load_generator(path)
+    g, _ = load_generator(path)
     assert not g.training
     assert _same_state_dict(g.state_dict(), outcome.generator)
     save_generator(outcome.generator, {"arch": "vit", "z_dim": 16}, path)

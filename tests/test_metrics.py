@@ -1,5 +1,5 @@
 """Metrics: FID/KID/IS against closed forms and independent numpy/scipy computations, PRDC against
-a brute-force reference, class coverage, the stats cache, QuickFID and the full protocol."""
+a brute-force reference, class coverage, the metric registry, QuickFID and the full protocol."""
 
 from __future__ import annotations
 
@@ -11,29 +11,28 @@ import pytest
 import scipy.linalg
 import torch
 
+from ganmodel.artifacts import save_classifier
 from ganmodel.errors import GanModelError
-from ganmodel.metrics import (
-    METRIC_KEYS,
-    QuickFID,
-    cache_key,
-    cached_stats,
-    class_coverage,
-    classifier_hash,
+from ganmodel.evaluation.coverage import class_coverage
+from ganmodel.evaluation.distances import fid_from_features, inception_score, kid_from_features
+from ganmodel.evaluation.features import extract, sample_images
+from ganmodel.evaluation.metrics import (
+    DEFAULT_METRICS,
+    METRICS,
+    Comparison,
+    EvalSpec,
+    compare,
     evaluate_generator,
-    extract,
-    fid_from_features,
-    inception_score,
-    kid_from_features,
-    load_stats,
-    nearest_neighbours,
-    prdc,
     real_floor,
-    sample_images,
-    save_stats,
 )
-from ganmodel.metrics.prdc import knn_radii
+from ganmodel.evaluation.prdc import knn_radii, nearest_neighbours, prdc
+from ganmodel.evaluation.quick import QuickFID
+from ganmodel.evaluation.realstats import compute_stats
 from ganmodel.networks import build_generator
-from ganmodel.networks.classifier import EvalClassifier, save_classifier
+from ganmodel.networks.classifier import EvalClassifier
+
+METRIC_KEYS = ("fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "density",
+               "coverage", "classes_covered", "class_kl", "n_samples")
 
 
 def _features(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
@@ -243,61 +242,30 @@ def test_sample_images_is_seeded_and_restores_mode():
     assert a.shape == (30, 1, 28, 28) and a.abs().max() <= 1
 
 
-# ---- stats cache ----------------------------------------------------------------------------------
+# ---- the metric registry ----------------------------------------------------------------------------
 
-def test_stats_cache_round_trip_and_keys(tmp_path, classifier, random_images, monkeypatch):
-    images, labels = random_images[:64], torch.arange(64) % 10
-    stats, path = cached_stats(tmp_path, classifier, images, labels, "d" * 64, "test", batch_size=32)
-    assert path.parent == tmp_path and path.name.startswith("test-n64-")
-    loaded = load_stats(path)
-    for name in ("features", "logits", "labels", "mu", "sigma"):
-        assert torch.equal(getattr(loaded, name), getattr(stats, name)), name
-    assert torch.allclose(loaded.mu, stats.features.mean(0))
-    assert torch.allclose(loaded.sigma, torch.from_numpy(np.cov(stats.features.numpy(), rowvar=False)))
-    assert loaded.meta["classifier_hash"] == classifier_hash(classifier)
-
-    # A hit is read from disk, not recomputed.
-    import ganmodel.metrics.stats_cache as sc
-
-    monkeypatch.setattr(sc, "extract", lambda *a, **k: pytest.fail("cache miss on identical inputs"))
-    again, path2 = cached_stats(tmp_path, classifier, images, labels, "d" * 64, "test", batch_size=32)
-    assert path2 == path and torch.equal(again.features, stats.features)
-
-    key = cache_key("d" * 64, classifier_hash(classifier), "test", 64)
-    assert path.stem == key
-    other = EvalClassifier(feature_dim=16)
-    assert classifier_hash(other) != classifier_hash(classifier)
-    variants = {cache_key("d" * 64, classifier_hash(other), "test", 64), cache_key("e" * 64, "c", "test", 64),
-                cache_key("d" * 64, classifier_hash(classifier), "val", 64),
-                cache_key("d" * 64, classifier_hash(classifier), "test", 63)}
-    assert key not in variants and len(variants) == 4
-
-
-def test_stats_cache_rejects_bad_files(tmp_path, classifier, random_images):
-    with pytest.raises(GanModelError, match="not found"):
-        load_stats(tmp_path / "missing.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(GanModelError, match="junk.pt"):
-        load_stats(tmp_path / "junk.pt")
-    stats, _ = cached_stats(tmp_path, classifier, random_images[:20], torch.zeros(20, dtype=torch.long), "d",
-                            "train", batch_size=20)
-    broken = type(stats)(stats.features, stats.logits, stats.labels[:5], stats.mu, stats.sigma, stats.meta)
-    save_stats(tmp_path / "broken.pt", broken)
-    with pytest.raises(GanModelError, match="inconsistent shapes"):
-        load_stats(tmp_path / "broken.pt")
+def test_metrics_are_chosen_by_name(classifier, random_images):
+    real, _ = extract(classifier, random_images[:60], batch_size=60)
+    fake, logits = extract(classifier, random_images[60:120], batch_size=60)
+    c = Comparison(real, torch.arange(60) % 10, fake, logits, seed=0, kid_subsets=3, kid_subset_size=30)
+    assert set(DEFAULT_METRICS) <= set(METRICS)
+    only_fid = compare(c, ["fid"])
+    assert set(only_fid) == {"fid", "n_samples"}
+    everything = compare(c, DEFAULT_METRICS)
+    assert set(METRIC_KEYS) <= set(everything) and everything["fid"] == only_fid["fid"]
+    with pytest.raises(GanModelError, match="unknown metric 'fud'"):
+        compare(c, ["fud"])
 
 
 # ---- QuickFID and the full protocol ---------------------------------------------------------------
 
 def test_quick_fid_is_cheap_finite_and_fixed(tmp_path, random_images, monkeypatch):
-    import ganmodel.metrics.quick as quick_mod
+    import ganmodel.evaluation.quick as quick_mod
 
     torch.manual_seed(0)
     clf = EvalClassifier()
     save_classifier(clf, {"test": True}, tmp_path / "clf.pt")
-    _, stats_path = cached_stats(tmp_path / "cache", clf.eval(), random_images[:300], torch.arange(300) % 10,
-                                 "d", "train", batch_size=300)
-    quick = QuickFID(tmp_path / "clf.pt", stats_path, n_samples=300, device="cpu")
+    quick = QuickFID(tmp_path / "clf.pt", random_images[:300], n_samples=300, device="cpu")
     featurised: list[int] = []
     real_extract = quick_mod.extract
 
@@ -320,28 +288,26 @@ def test_quick_fid_is_cheap_finite_and_fixed(tmp_path, random_images, monkeypatc
     assert quick(g)["fid"] != first["fid"]
 
 
-def test_evaluate_generator_and_real_floor(classifier, random_images, tmp_path):
+def test_evaluate_generator_and_real_floor(classifier, random_images):
     labels = torch.arange(256) % 10
-    ref, ref_labels = random_images[:128], labels[:128]
-    other, other_labels = random_images[128:256], labels[128:]
+    ref = compute_stats(classifier, random_images[:128], labels[:128])
+    other = compute_stats(classifier, random_images[128:256], labels[128:])
     g = build_generator("mlp", 8)
-    kw = dict(n_samples=60, seed=3, batch_size=64, pr_k=3, kid_subsets=5, kid_subset_size=30)
-    out = evaluate_generator(g, classifier, ref, ref_labels, **kw)
+    spec = EvalSpec(n_samples=60, seed=3, batch_size=64, pr_k=3, kid_subsets=5, kid_subset_size=30)
+    out = evaluate_generator(g, classifier, ref, spec)
     assert set(METRIC_KEYS) <= set(out)
     assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
     assert out["n_samples"] == 60 and out["kid_std"] >= 0 and 1 <= out["is_mean"] <= 10
-    assert evaluate_generator(g, classifier, ref, ref_labels, **kw) == out
+    assert evaluate_generator(g, classifier, ref, spec) == out
+    # The batch size of the generated samples does not move the figures.
+    rebatched = evaluate_generator(g, classifier, ref, EvalSpec(**{**spec.__dict__, "batch_size": 7}))
+    assert all(rebatched[k] == pytest.approx(out[k], rel=1e-6, abs=1e-9) for k in out)
 
-    stats, _ = cached_stats(tmp_path, classifier, ref, ref_labels, "d", "test", batch_size=64)
-    cached = evaluate_generator(g, classifier, ref, ref_labels, real_stats=stats, **kw)
-    assert cached.keys() == out.keys()
-    assert all(cached[k] == pytest.approx(out[k], rel=1e-6, abs=1e-9) for k in out)
-
-    floor = real_floor(classifier, ref, ref_labels, other, other_labels, **kw)
+    floor = real_floor(ref, other, spec)
     assert set(METRIC_KEYS) <= set(floor) and floor["n_samples"] == 60
     # Random images vs random images: same distribution, so far closer than to an untrained generator.
     assert floor["fid"] < out["fid"]
     with pytest.raises(GanModelError, match="disjoint"):
-        real_floor(classifier, ref, ref_labels, ref, ref_labels, **kw)
+        real_floor(ref, ref, spec)
     with pytest.raises(GanModelError, match="n_samples"):
-        evaluate_generator(g, classifier, ref, ref_labels, **{**kw, "n_samples": 129})
+        evaluate_generator(g, classifier, ref, EvalSpec(**{**spec.__dict__, "n_samples": 129}))

@@ -47,8 +47,8 @@ def pipeline(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     _copy_repo(repo_root, repo)
 
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["train"].update(epochs=2, steps_per_epoch=3, batch_size=64, num_workers=2, use_gpu=False,
-                           precision="fp32", ema_decay=0.0, eval_every=0, ray_address=None,
+    params["train"].update(preset="custom", epochs=2, steps_per_epoch=3, batch_size=64, num_workers=2,
+                           use_gpu=False, precision="fp32", ema_decay=0.0, eval_every=0, ray_address=None,
                            storage_path=str(tmp / "ray-checkpoints"), max_failures=0)
     if "classifier" in params:  # train needs the evaluation classifier: one quick epoch, no floor
         params["classifier"].update(epochs=1, min_accuracy=0.0)
@@ -138,8 +138,10 @@ def test_train_run(pipeline, runs) -> None:
         assert clf.data.tags["upstream.prepare.run_id"] == prep.info.run_id
         assert run.data.tags["upstream.classifier.run_id"] == clf.info.run_id
     assert run.data.tags["data.hash"] == prep.data.tags["data.hash"]
-    written = yaml.safe_load((pipeline["repo"] / "params.yaml").read_text())["train"]
-    assert run.data.params["train.epochs"] == "2" and run.data.params["train.arch"] == written["arch"]
+    from ganmodel.config import load_params
+
+    resolved = load_params(pipeline["repo"] / "params.yaml").train  # the preset's keys included
+    assert run.data.params["train.epochs"] == "2" and run.data.params["train.arch"] == resolved.arch
     assert run.data.params["scaling.workers"] == "2"
     for key in ("d_loss", "g_loss"):
         history = client.get_metric_history(run.info.run_id, key)
@@ -157,11 +159,37 @@ def test_train_run(pipeline, runs) -> None:
     link = json.loads((pipeline["repo"] / "runs" / "train.json").read_text())
     assert link["run_id"] == run.info.run_id
 
+    # The generator is the run's logged model (what evaluate attaches metrics to, register registers).
+    model = client.get_logged_model(link["model_id"])
+    assert model.source_run_id == run.info.run_id
+    assert model.tags["weights_hash"] == link["weights_hash"]
+    from ganmodel.artifacts import GENERATOR, file_weights_hash
+
+    assert link["weights_hash"] == file_weights_hash(pipeline["repo"] / "models" / "generator.pt", GENERATOR)
+
+
+def test_prepared_data_is_every_stage_s_dataset_input(pipeline, runs) -> None:
+    """The runs table's Dataset column: name, digest (the data hash) and source of the prepared data."""
+    client, exp, by_stage = runs
+    meta = json.loads((pipeline["repo"] / "data" / "prepared" / "meta.json").read_text())
+    contexts = {"prepare": "prepared", "classifier": "training", "train": "training"}
+    for stage, context in contexts.items():
+        if stage not in by_stage:
+            continue
+        inputs = client.get_run(by_stage[stage].info.run_id).inputs.dataset_inputs
+        assert len(inputs) == 1, (stage, inputs)
+        ds = inputs[0].dataset
+        assert (ds.name, ds.digest) == ("mnist5k", meta["data_hash"][:36]), stage
+        assert json.loads(ds.source)["uri"].endswith("/data/prepared"), ds.source
+        assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == context
+    # The UI files the experiment as model training, not GenAI.
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
 
 def test_train_outputs(pipeline) -> None:
     import torch
 
-    from ganmodel.training.checkpoint import load_generator
+    from ganmodel.artifacts import load_generator
 
     repo = pipeline["repo"]
     summary = json.loads((repo / "metrics" / "train.json").read_text())
@@ -171,7 +199,7 @@ def test_train_outputs(pipeline) -> None:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[-1]["d_loss"]) == pytest.approx(summary["final_d_loss"], abs=1e-5)
-    g = load_generator(repo / "models" / "generator.pt")
+    g, _ = load_generator(repo / "models" / "generator.pt")
     with torch.no_grad():
         out = g(torch.randn(3, 100))
     assert out.shape == (3, 1, 28, 28) and torch.isfinite(out).all()

@@ -40,7 +40,7 @@ def test_missing_input_is_refused_by_the_driver(ray_session, tmp_path):
 
     missing = tmp_path / "nope" / "train.pt"
     with pytest.raises(GanModelError) as info:
-        run_ray(_cfg(tmp_path), str(missing), None, None, "data-hash")
+        run_ray(_cfg(tmp_path), str(missing), "train-missing")
     assert str(info.value) == f"{missing}: input file of the train stage not found"
 
 
@@ -51,7 +51,7 @@ def test_worker_side_bad_input_is_one_line_and_read_from_the_shipped_copy(ray_se
     bad.parent.mkdir()
     bad.write_bytes(b"not a torch file")
     with pytest.raises(GanModelError) as info:
-        run_ray(_cfg(tmp_path), str(bad), None, None, "data-hash")
+        run_ray(_cfg(tmp_path), str(bad), "train-bad")
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith("train worker rank 0: ")
     assert "train.pt: not a prepared split file" in msg

@@ -1,12 +1,11 @@
 """The register gate on a real (sqlite) MLflow registry: champion/challenger aliases, protocol
-checks, idempotent re-registration by weights hash, and the tags every version carries."""
+checks, idempotent re-registration by weights hash, the tags every version carries, metrics on the
+logged model, and weights that were not evaluated refused."""
 
 from __future__ import annotations
 
 import subprocess
-import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,21 +14,23 @@ from mlflow_helpers import (
     DATA_HASH,
     eval_metrics,
     make_generator,
+    register_like_pipeline,
     unique_name,
+    weights_of,
 )
 
 from ganmodel.config import RegisterParams
 from ganmodel.errors import GanModelError
-from ganmodel.registry import (
+from ganmodel.registry.gate import (
     CHALLENGER,
     CHAMPION,
     MODEL_DESCRIPTION,
+    Champion,
     Protocol,
     check_metrics,
     decide,
-    register_generator,
-    version_tags,
 )
+from ganmodel.tracking.models import version_model_id
 
 pytest_plugins = ["fixtures_mlflow"]  # mlflow_store, mlflow_server
 
@@ -39,10 +40,9 @@ CFG = dict(max_fid_ratio=20.0, min_classes_covered=8)
 # -- the gate as a pure function (no MLflow) ---------------------------------------------------
 
 
-def _champion(version: str = "1", **metrics) -> SimpleNamespace:
+def _champion(version: str = "1", **metrics) -> Champion:
     m = eval_metrics(**metrics)
-    tags = version_tags(m, RegisterParams(**CFG), weights_hash="w", run_ids={}, params=None, git_commit="g")
-    return SimpleNamespace(version=version, tags=tags)
+    return Champion(version, Protocol.from_metrics(m), float(m["fid"]))
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_decide(metrics, champion, decision, words):
 
 
 def test_decide_champion_without_protocol_tags_is_not_compared():
-    champ = SimpleNamespace(version="1", tags={"metric.fid": "100.0"})
+    champ = Champion("1", None, 100.0)
     d = decide(eval_metrics(fid=1.0), RegisterParams(**CFG), champ, version="2")
     assert (d.decision, "no recorded evaluation protocol" in d.reason) == (CHALLENGER, True)
 
@@ -78,8 +78,9 @@ def test_protocol_reads_float_n_samples_as_int():
     assert Protocol.from_metrics(a) == Protocol.from_metrics(b)
 
 
-@pytest.mark.parametrize(("drop", "bad"), [("fid", None), ("eval_seed", None), (None, {"fid": "nan?"}),
-                                            (None, {"n_samples": 10.5}), (None, {"fid": float("nan")})])
+@pytest.mark.parametrize(("drop", "bad"), [("fid", None), ("eval_seed", None), ("generator_hash", None),
+                                            (None, {"fid": "nan?"}), (None, {"n_samples": 10.5}),
+                                            (None, {"fid": float("nan")}), (None, {"generator_hash": "abc"})])
 def test_check_metrics_rejects_incomplete_or_bad(drop, bad):
     m = eval_metrics(**(bad or {}))
     if drop:
@@ -98,13 +99,7 @@ def generators(tmp_path_factory) -> list[Path]:
 
 
 def _register(store, name: str, gen: Path, metrics: dict, **cfg) -> tuple[dict, dict[str, str]]:
-    import mlflow
-
-    run_ids = {s: uuid.uuid4().hex for s in ("prepare", "classifier", "train", "evaluate")}
-    with mlflow.start_run(experiment_id=store.experiment_id) as run:
-        out = register_generator(gen, metrics, RegisterParams(model_name=name, **{**CFG, **cfg}),
-                                 run_ids=run_ids, params={"train": {"lr": 0.0002, "arch": "mlp"}})
-    return out, {**run_ids, "register": run.info.run_id}
+    return register_like_pipeline(store.uri, store.experiment_id, name, gen, metrics, **{**CFG, **cfg})
 
 
 def _client(store):
@@ -119,7 +114,7 @@ def _alias(client, name: str, alias: str) -> str | None:
 
 
 def test_first_registration_becomes_champion_and_is_tagged(mlflow_store, generators, capsys):
-    from ganmodel.runs import git_commit
+    from ganmodel.tracking.runs import git_commit
 
     name = unique_name()
     metrics = eval_metrics(fid=12.5, class_count_3=200.0)
@@ -135,19 +130,20 @@ def test_first_registration_becomes_champion_and_is_tagged(mlflow_store, generat
     assert client.get_registered_model(name).description == MODEL_DESCRIPTION
     mv = client.get_model_version(name, "1")
     tags = mv.tags
-    for k, v in metrics.items():
-        assert tags[f"metric.{k}"] == str(v), k
-    assert tags["metric.n_samples"] == "2000.0"
+    # Lineage and the gate's decision only: the metrics live on the logged model.
+    assert not [k for k in tags if k.startswith(("metric.", "param."))] and len(tags) <= 16, sorted(tags)
+    assert version_model_id(mv) == out["model_id"]
+    on_model = {m.key: m.value for m in client.get_logged_model(out["model_id"]).metrics}
+    assert on_model["fid"] == 12.5 and on_model["n_samples"] == 2000.0
     assert tags["protocol.n_samples"] == "2000" and tags["protocol.eval_seed"] == "1234"
     assert tags["data.hash"] == DATA_HASH and tags["classifier.hash"] == CLASSIFIER_HASH
     # (other people edit tracked files meanwhile: compare without the -dirty suffix)
     assert tags["git.commit"].removesuffix("-dirty") == git_commit(".").removesuffix("-dirty") != "unknown"
     for stage, run_id in run_ids.items():
         assert tags[f"run_id.{stage}"] == run_id
-    assert tags["param.train.lr"] == "0.0002" and tags["param.train.arch"] == "mlp"
-    assert len(tags["weights_hash"]) == 64
+    assert tags["weights_hash"] == weights_of(generators[0])
     assert tags["gate.decision"] == CHAMPION and "no champion yet" in tags["gate.reason"]
-    assert mv.run_id == run_ids["register"]
+    assert mv.run_id == run_ids["train"]  # the version is the train run's logged model
 
 
 def test_worse_then_better_then_same_weights(mlflow_store, generators):
@@ -216,10 +212,19 @@ def test_gate_failure_makes_a_challenger(mlflow_store, generators, metrics, word
 
 def test_bad_metrics_create_nothing(mlflow_store, generators):
     name = unique_name()
-    m = eval_metrics()
+    m = eval_metrics(generator_hash=weights_of(generators[0]))
     del m["classifier_hash"]
     with pytest.raises(GanModelError, match="classifier_hash"):
         _register(mlflow_store, name, generators[0], m)
+    assert _client(mlflow_store).search_registered_models(f"name = '{name}'") == []
+
+
+def test_weights_that_were_not_evaluated_are_refused(mlflow_store, generators):
+    name = unique_name()
+    # The evaluation describes generators[1]; the file to register is generators[0].
+    with pytest.raises(GanModelError, match="were not evaluated") as exc:
+        _register(mlflow_store, name, generators[0], eval_metrics(generator_hash=weights_of(generators[1])))
+    assert len(str(exc.value).splitlines()) == 1
     assert _client(mlflow_store).search_registered_models(f"name = '{name}'") == []
 
 
@@ -234,7 +239,7 @@ def test_register_stage_against_a_tracking_server(mlflow_server, tmp_path):
     from mlflow_helpers import BIN, run_register_stage, subprocess_env, write_stage_inputs
 
     name = unique_name()
-    args = write_stage_inputs(tmp_path, name, experiment="server-test")
+    args = write_stage_inputs(tmp_path, name, mlflow_server, experiment="server-test")
     proc = run_register_stage(tmp_path, args, mlflow_server)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"register: {name} v1 (new version) -> champion" in proc.stdout
@@ -255,7 +260,9 @@ def test_register_stage_against_a_tracking_server(mlflow_server, tmp_path):
     run = client.get_run(link["run_id"])
     assert run.data.tags["pipeline.stage"] == "register" and run.info.status == "FINISHED"
     assert run.data.tags["upstream.evaluate.run_id"] == upstream["evaluate"]
-    assert "generator/generator.pt" in {a.path for a in client.list_artifacts(link["run_id"], "generator")}
+    # The version is the train run's logged model, registered as is.
+    train_link = json.loads((tmp_path / "runs" / "train.json").read_text())
+    assert version_model_id(mv) == train_link["model_id"]
 
     # And the served weights come back through the server.
     out = tmp_path / "s.npy"
@@ -271,10 +278,24 @@ def test_register_stage_rejects_metrics_that_are_not_an_object(mlflow_store, tmp
 
     from mlflow_helpers import run_register_stage, write_stage_inputs
 
-    args = write_stage_inputs(tmp_path, unique_name())
+    args = write_stage_inputs(tmp_path, unique_name(), mlflow_store.uri)
     (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(["data_hash", "fid"]))
     proc = run_register_stage(tmp_path, args, mlflow_store.uri)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0] == "error: metrics/evaluate.json: expected a JSON object of metrics"
     assert not (tmp_path / "runs" / "register.json").exists()
+
+
+def test_register_stage_refuses_a_generator_that_was_not_evaluated(mlflow_store, tmp_path):
+    from mlflow_helpers import run_register_stage, write_stage_inputs
+
+    name = unique_name()
+    args = write_stage_inputs(tmp_path, name, mlflow_store.uri)
+    make_generator(tmp_path / "models" / "generator.pt", seed=99)  # other weights than evaluated
+    proc = run_register_stage(tmp_path, args, mlflow_store.uri)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "were not evaluated" in lines[0] and "models/generator.pt" in lines[0], lines
+    assert not (tmp_path / "runs" / "register.json").exists()
+    assert _client(mlflow_store).search_registered_models(f"name = '{name}'") == []

@@ -39,6 +39,7 @@ from stage_repo import (
     short_tmp,
     train_runs,
     wait_for,
+    with_faults,
 )
 
 pytest_plugins = ["fixtures_mlflow", "fixtures_stage"]  # mlflow_store, mlflow_template_db, upstream_repo
@@ -64,8 +65,8 @@ def _reference_worker(rank: int, world: int, init_file: str, cfg: dict[str, Any]
     import torch.distributed as dist
 
     from ganmodel.config import TrainParams
-    from ganmodel.training.checkpoint import state_dict
-    from ganmodel.training.loop import Context, train
+    from ganmodel.training.loop import train
+    from ganmodel.training.state import Context, state_dict
 
     torch.set_num_threads(1)  # as in a Ray worker with 1 CPU
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -136,7 +137,7 @@ def failed_once(stage):
     storage = stage.tmp / "ckpt-failure"
     edit_params(stage.repo, "train", storage_path=str(storage), max_failures=1)
     marker = stage.tmp / "fail.marker"
-    env = {**stage.env, "GANMODEL_TEST_FAIL_AT_EPOCH": str(FAIL_AT), "GANMODEL_TEST_FAIL_MARKER": str(marker)}
+    env = with_faults(stage.env, "fail_once", FAIL_AT, marker)
     before = {r.info.run_id for r in train_runs(stage.uri)}
     proc = sh(["dvc", "repro", "train"], stage.repo, env, timeout=600)
     new = [r for r in train_runs(stage.uri) if r.info.run_id not in before]
@@ -188,8 +189,7 @@ def killed_and_rerun(stage, failed_once):  # after failed_once: both edit params
     storage = stage.tmp / "ckpt-kill"
     edit_params(stage.repo, "train", storage_path=str(storage), max_failures=0)
     marker = stage.tmp / "pause.marker"
-    env = {**stage.env, "GANMODEL_TEST_PAUSE_AT_EPOCH": str(PAUSE_AT),
-           "GANMODEL_TEST_PAUSE_MARKER": str(marker)}
+    env = with_faults(stage.env, "pause_once", PAUSE_AT, marker)
     log = stage.tmp / "killed.log"
     with open(log, "w") as f:
         proc = subprocess.Popen(["dvc", "repro", "train"], cwd=stage.repo, env=env, stdout=f,
@@ -257,13 +257,43 @@ def test_rerun_continues_the_same_mlflow_run(stage, killed_and_rerun) -> None:
     assert "up to date" in status.stdout, status.stdout
 
 
+# --- a new classifier: the same params, but not the same run ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def new_classifier(stage, killed_and_rerun):  # after killed_and_rerun: its finished run is the candidate
+    edit_params(stage.repo, "classifier", seed=1)  # DVC re-runs classifier, then train
+    before = {r.info.run_id for r in train_runs(stage.uri)}
+    proc = sh(["dvc", "repro", "train"], stage.repo, stage.env, timeout=600)
+    runs = [r for r in train_runs(stage.uri) if r.info.run_id not in before]
+    return SimpleNamespace(proc=proc, log=proc.stdout + proc.stderr, runs=runs)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_a_new_classifier_makes_train_start_fresh(stage, killed_and_rerun, new_classifier) -> None:
+    """Same train params, data and code, but DVC tracks the classifier (the quick FID's features):
+    the Ray run is another one, trained from epoch 1, not the finished run's checkpoint reused."""
+    log = new_classifier.log
+    assert "Running stage 'classifier'" in log and "Running stage 'train'" in log, log[-3000:]
+    assert "resumed from epoch" not in log and "came from existing checkpoints" not in log, log[-3000:]
+    assert "epoch 1/" in log and f"epoch {EPOCHS}/{EPOCHS}" in log
+    (run,) = new_classifier.runs  # a new MLflow run, not the finished one continued
+    old = killed_and_rerun.after[0]
+    assert run.data.tags["ray.run_name"] != old.data.tags["ray.run_name"]
+    assert run.data.tags["classifier.hash"] != old.data.tags["classifier.hash"]
+    assert "resumed" not in run.data.tags
+    ray_runs = sorted(p.name for p in killed_and_rerun.storage.iterdir() if p.name.startswith("train-"))
+    assert ray_runs == sorted([old.data.tags["ray.run_name"], run.data.tags["ray.run_name"]])
+
+
 # --- the MLflow side, fast -------------------------------------------------------------------------
 
 
 def test_find_unfinished_run(mlflow_store) -> None:
     from mlflow.tracking import MlflowClient
 
-    from ganmodel.runs import find_unfinished_run
+    from ganmodel.tracking.runs import find_unfinished_run
 
     client = MlflowClient(mlflow_store.uri)
     exp = client.create_experiment("lookup")
@@ -293,15 +323,15 @@ def test_find_unfinished_run(mlflow_store) -> None:
 def test_backfill_history(mlflow_store) -> None:
     from mlflow.tracking import MlflowClient
 
-    from ganmodel.training.job import BACKFILLED_TAG, backfill_history
+    from ganmodel.tracking.runs import BACKFILLED_TAG, backfill_history
 
     client = MlflowClient(mlflow_store.uri)
     run_id = client.create_run(mlflow_store.experiment_id).info.run_id
     for epoch in (1, 2):  # logged live by rank 0
         client.log_metric(run_id, "d_loss", 1.0 / epoch, step=epoch)
     history = [{"epoch": e, "d_loss": 1.0 / e, "g_loss": 0.5, "images_per_sec": 100.0} for e in (1, 2, 3, 4)]
-    assert backfill_history(client, run_id, history) == [3, 4]
+    assert backfill_history(run_id, history, mlflow_store.uri) == [3, 4]
     assert _metric_steps(mlflow_store.uri, run_id) == [1, 2, 3, 4]
     assert _metric_steps(mlflow_store.uri, run_id, "g_loss") == [3, 4]
     assert client.get_run(run_id).data.tags[BACKFILLED_TAG] == "3,4"
-    assert backfill_history(client, run_id, history) == []  # idempotent
+    assert backfill_history(run_id, history, mlflow_store.uri) == []  # idempotent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ganmodel.runs import PARENT_TAG, _proc_stat, close_stale_executions
+from ganmodel.tracking.runs import PARENT_TAG, _proc_stat, close_stale_executions
 
 
 def _dead_pid() -> int:
@@ -44,7 +44,7 @@ def test_close_stale_executions(tmp_path: Path) -> None:
 def test_parent_run_is_running_while_a_later_stage_runs(tmp_path: Path, monkeypatch) -> None:
     """A kill during the second stage of an execution must leave its parent RUNNING (closable),
     not FINISHED from the first stage."""
-    from ganmodel.runs import PIPELINE_ID_ENV, stage_run
+    from ganmodel.tracking.runs import PIPELINE_ID_ENV, stage_run
 
     uri = "sqlite:///" + str(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -66,10 +66,12 @@ def test_read_upstream(tmp_path: Path) -> None:
     import pytest
 
     from ganmodel.errors import GanModelError
-    from ganmodel.runs import read_upstream
+    from ganmodel.tracking.runs import read_upstream
 
     (tmp_path / "p.json").write_text(json.dumps({"run_id": "abc"}))
-    assert read_upstream([f"prepare={tmp_path / 'p.json'}"]) == {"prepare": "abc"}
+    assert read_upstream([f"prepare={tmp_path / 'p.json'}"]) == {"prepare": {"run_id": "abc"}}
+    with pytest.raises(GanModelError, match="--upstream: missing classifier=RUN_FILE"):
+        read_upstream([f"prepare={tmp_path / 'p.json'}"], required=("prepare", "classifier"))
     for bad in ("prepare", "=x.json", "prepare="):
         with pytest.raises(GanModelError, match="--upstream: expected STAGE=RUN_FILE"):
             read_upstream([bad])

@@ -7,6 +7,7 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,16 +16,16 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow_helpers import (
     BIN,
-    eval_metrics,
     free_port,
     make_generator,
+    register_like_pipeline,
     stop,
     subprocess_env,
     unique_name,
     wait_http,
 )
 
-from ganmodel.serving import to_labels, to_latents
+from ganmodel.registry.serving import to_labels, to_latents
 
 pytest_plugins = ["fixtures_mlflow"]  # mlflow_store
 Z = 100
@@ -77,17 +78,60 @@ def test_labels_are_validated(labels, ok):
 @pytest.fixture(scope="module")
 def registered(mlflow_store, tmp_path_factory):
     """A generator registered as champion; returns (name, generator module)."""
-    import mlflow
-
-    from ganmodel.config import RegisterParams
-    from ganmodel.registry import register_generator
-    from ganmodel.training.checkpoint import load_generator
+    from ganmodel.artifacts import load_generator
 
     gen = make_generator(tmp_path_factory.mktemp("gen") / "generator.pt", seed=7)
     name = unique_name()
+    register_like_pipeline(mlflow_store.uri, mlflow_store.experiment_id, name, gen)
+    return name, load_generator(gen)[0]
+
+
+def test_logging_the_model_pickles_nothing(mlflow_store, tmp_path, caplog, recwarn):
+    """Models-from-code: no CloudPickle warning, no pickled python_model in the model directory,
+    and only the serving modules of ganmodel as its code."""
+    import logging
+
+    import mlflow
+
+    from ganmodel.registry.serving import SERVING_MODULES
+    from ganmodel.tracking.models import log_generator_model
+
+    gen = make_generator(tmp_path / "generator.pt", seed=3)
+    caplog.set_level(logging.INFO)
     with mlflow.start_run(experiment_id=mlflow_store.experiment_id):
-        register_generator(gen, eval_metrics(), RegisterParams(model_name=name), run_ids={})
-    return name, load_generator(gen)
+        info = log_generator_model(gen)
+    said = caplog.text + " ".join(str(w.message) for w in recwarn)
+    assert "cloudpickle" not in said.lower(), said
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "model")))
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert not [f for f in files if f.endswith(".pkl")], sorted(files)
+    assert "artifacts/generator.pt" in files
+    code = {f.removeprefix("code/ganmodel/") for f in files if f.startswith("code/ganmodel/")}
+    allowed = {m for m in SERVING_MODULES if m.endswith(".py")}
+    assert "registry/serving.py" in code and "artifacts.py" in code
+    assert all(c in allowed or c.startswith("networks/") for c in code), sorted(code)
+    assert "config.py" not in code and not [c for c in code if c.startswith(("training/", "tracking/"))]
+
+
+def test_loading_the_served_model_imports_no_training_stack(registered, mlflow_store):
+    """In a fresh interpreter: load the registered pyfunc and predict; the ganmodel modules that got
+    imported are the serving ones only (no params, training, tracking or evaluation code)."""
+    name, _ = registered
+    code = (
+        "import sys, json, numpy as np, mlflow\n"
+        f"m = mlflow.pyfunc.load_model('models:/{name}@champion')\n"
+        f"m.predict(np.zeros((2, {Z}), np.float32))\n"
+        "print(json.dumps(sorted(k for k in sys.modules if k.startswith('ganmodel'))))\n"
+    )
+    proc = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(mlflow_store.uri.removeprefix("sqlite:///")).parent,
+                          env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store.uri, PYTHONPATH=""))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    allowed = {"ganmodel", "ganmodel.errors", "ganmodel.io", "ganmodel.artifacts", "ganmodel.registry",
+               "ganmodel.registry.serving", "ganmodel.networks"}
+    extra = {m for m in imported if m not in allowed and not m.startswith("ganmodel.networks.")}
+    assert "ganmodel.registry.serving" in imported and not extra, sorted(extra)
 
 
 def _expected(g, z: np.ndarray) -> np.ndarray:

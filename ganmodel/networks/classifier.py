@@ -4,14 +4,9 @@ used where Inception weights are unavailable); its logits give IS and class pred
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
-from ganmodel.errors import GanModelError, brief
 from ganmodel.networks import IMAGE_SHAPE, check_shape
 
 
@@ -51,26 +46,3 @@ class EvalClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-def save_classifier(model: EvalClassifier, meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    torch.save({"state_dict": model.state_dict(),
-                "meta": {**meta, "feature_dim": model.feature_dim, "n_classes": model.n_classes}}, path)
-
-
-def load_classifier(path: str | os.PathLike[str],
-                    device: str | torch.device = "cpu") -> tuple[EvalClassifier, dict[str, Any]]:
-    """Load a classifier file (weights_only); returns the model in eval mode and its meta."""
-    p = Path(path)
-    if not p.is_file():
-        raise GanModelError(f"{p}: classifier file not found; run the classifier stage first")
-    try:
-        obj = torch.load(p, map_location=device, weights_only=True)
-        meta, sd = obj["meta"], obj["state_dict"]
-        model = EvalClassifier(int(meta["feature_dim"]), int(meta["n_classes"]))
-        model.load_state_dict(sd)
-    except GanModelError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise GanModelError(f"{p}: not a ganmodel classifier file ({brief(err)})") from None
-    return model.to(device).eval(), meta

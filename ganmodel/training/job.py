@@ -3,10 +3,9 @@ into the shipped generator. Both the Ray path and the Ray-free local path end in
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,32 +32,8 @@ class TrainOutcome:
         return statistics.median(rates) if rates else 0.0
 
 
-def code_hash() -> str:
-    """Hash of the code that shapes training (loop, networks, losses): a code change must start
-    a fresh Ray run instead of resuming checkpoints written by the old code."""
-    root = Path(__file__).resolve().parents[1]
-    files = sorted([*root.joinpath("training").glob("*.py"), *root.joinpath("networks").glob("*.py"),
-                    root / "losses.py"])
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-# Keys that say where and how robustly a run executes, not what it computes: changing them must
-# not orphan the checkpoints of a run in progress.
-RUN_NAME_EXCLUDES = {"ray_address", "storage_path", "max_failures", "keep_checkpoints", "checkpoint_every"}
 RAY_RUN_TAG = "ray.run_name"  # MLflow tags on the train run: what a re-run looks up to continue it
 RAY_STORAGE_TAG = "ray.storage_path"
-
-
-def run_name(cfg: TrainParams, data_hash: str) -> str:
-    """Deterministic Ray run name: re-running the same config on the same data with the same code
-    (e.g. after the stage was killed) resumes that run's last checkpoint."""
-    key = json.dumps({"train": cfg.model_dump(exclude=RUN_NAME_EXCLUDES),
-                      "data": data_hash, "code": code_hash()}, sort_keys=True)
-    return "train-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def storage_uri(path: str) -> str:
@@ -66,35 +41,9 @@ def storage_uri(path: str) -> str:
     return path if "://" in path else str(Path(path).absolute())
 
 
-def ray_run_tags(cfg: TrainParams, data_hash: str) -> dict[str, str]:
+def ray_run_tags(cfg: TrainParams, run_name: str) -> dict[str, str]:
     """The Ray run a train stage executes as (its checkpoints live in `storage/name`)."""
-    return {RAY_RUN_TAG: run_name(cfg, data_hash), RAY_STORAGE_TAG: storage_uri(cfg.storage_path)}
-
-
-EPOCH_METRIC = "d_loss"  # logged by rank 0 at every epoch: which epochs a run already holds
-BACKFILLED_TAG = "metrics.backfilled_epochs"
-
-
-def backfill_history(client: Any, run_id: str, history: list[dict[str, float]]) -> list[int]:
-    """Log the per-epoch metrics of `history` (from the final checkpoint) that the MLflow run lacks;
-    return those epochs. A fresh run whose Ray run had already trained (e.g. `dvc repro -f` with an
-    unchanged config: the deterministic result is reused from the checkpoint) or had trained part of
-    the way under another MLflow run would otherwise miss those epochs' curves."""
-    import time as _time
-
-    from mlflow.entities import Metric
-
-    logged = {m.step for m in client.get_metric_history(run_id, EPOCH_METRIC)}
-    missing = [h for h in history if int(h["epoch"]) not in logged]
-    ts = int(_time.time() * 1000)
-    batch = [Metric(k, float(v), ts, int(h["epoch"])) for h in missing for k, v in h.items()
-             if k != "epoch" and isinstance(v, int | float)]
-    for i in range(0, len(batch), 1000):
-        client.log_batch(run_id, metrics=batch[i:i + 1000], synchronous=True)
-    epochs = [int(h["epoch"]) for h in missing]
-    if epochs:
-        client.set_tag(run_id, BACKFILLED_TAG, ",".join(map(str, epochs)))
-    return epochs
+    return {RAY_RUN_TAG: run_name, RAY_STORAGE_TAG: storage_uri(cfg.storage_path)}
 
 
 def outcome_from_state(sd: dict[str, Any], wall: float, ckpt: str | None = None) -> TrainOutcome:
@@ -112,12 +61,12 @@ def worker_user_error(err: BaseException) -> BaseException:
     return err
 
 
-def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_uri: str | None,
-            data_hash: str, eval_stats: str | None = None, classifier: str | None = None,
-            log_params=None) -> TrainOutcome:
-    """Train with Ray Train's TorchTrainer and return the outcome from the final checkpoint."""
+def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str | None = None,
+            tracking_uri: str | None = None, classifier: str | None = None) -> TrainOutcome:
+    """Train with Ray Train's TorchTrainer as Ray run `run_name` (see `training.identity`) and
+    return the outcome from the final checkpoint. `classifier` enables the in-training FID."""
     from ganmodel.training.checkpoint import load_checkpoint
-    from ganmodel.training.loop import Context
+    from ganmodel.training.identity import package_hash
     from ganmodel.training.ray_runner import (
         JobSpec,
         check_resources,
@@ -126,20 +75,18 @@ def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_ur
         run_trainer,
         ship_inputs,
     )
+    from ganmodel.training.state import Context
 
     t0 = time.perf_counter()
     init_ray(cfg)
     check_resources(cfg)
-    spec = JobSpec(cfg.model_dump(mode="json"), str(Path(train_images).absolute()), run_id,
-                   tracking_uri, eval_stats, classifier, code_hash())
-    name = run_name(cfg, data_hash)
+    spec = JobSpec(cfg.model_dump(mode="json"), str(Path(train_images).absolute()), run_id, tracking_uri,
+                   str(Path(classifier).absolute()) if classifier else None, package_hash())
     storage = storage_uri(cfg.storage_path)
     check_shared_storage(storage)
     spec = ship_inputs(spec)
-    if log_params:
-        log_params({RAY_RUN_TAG: name, RAY_STORAGE_TAG: storage})
     try:
-        result = run_trainer(spec, cfg, storage, name)
+        result = run_trainer(spec, cfg, storage, run_name)
         if result.error is not None:
             raise result.error
     except Exception as err:  # Ray raises from fit(), or hands the error back in the result
@@ -154,10 +101,10 @@ def run_ray(cfg: TrainParams, train_images: str, run_id: str | None, tracking_ur
 
 
 def run_local(cfg: TrainParams, images: torch.Tensor, device: str = "cpu", tracker=None,
-              evaluate=None) -> TrainOutcome:
+              evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> TrainOutcome:
     """The same loop in this process, without Ray (tests, GPU benchmarks)."""
-    from ganmodel.training.checkpoint import state_dict
-    from ganmodel.training.loop import Context, train
+    from ganmodel.training.loop import train
+    from ganmodel.training.state import Context, state_dict
 
     t0 = time.perf_counter()
     state = train(cfg, images, Context(device=torch.device(device)), tracker, evaluate=evaluate)

@@ -10,12 +10,9 @@ and makes a resume from an epoch checkpoint continue exactly where the run stopp
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,84 +22,24 @@ from torch import nn
 from ganmodel.config import TrainParams
 from ganmodel.data.prepared import to_unit_range
 from ganmodel.losses import GRADIENT_PENALTY, LOSSES, GANLoss, gradient_penalty
-from ganmodel.networks import IMAGE_SHAPE, build_discriminator, build_generator, check_shape
-from ganmodel.tracking import NullTracker, Tracker
-
-N_FIXED_NOISE = 64
-# torch >= 2.13 renamed DDP's broadcast_buffers to forward_sync_buffers.
-_NO_FORWARD_BUFFER_SYNC = (
-    {"forward_sync_buffers": False}
-    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
-    else {"broadcast_buffers": False}
+from ganmodel.networks import IMAGE_SHAPE, check_shape
+from ganmodel.tracking.tracker import NullTracker, Tracker
+from ganmodel.training.state import (
+    Context,
+    GanState,
+    build_state,
+    load_state_dict,
+    sample,
+    sampling_generator,
+    sync_buffers,
+    unwrap,
+    update_ema,
 )
-
-
-@dataclass(frozen=True)
-class Context:
-    """Where this process sits in the job."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-@dataclass
-class GanState:
-    """Everything a checkpoint must hold (see `checkpoint.state_dict`)."""
-
-    g: nn.Module  # DDP-wrapped when world_size > 1
-    d: nn.Module
-    ema: nn.Module | None
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    fixed_noise: torch.Tensor
-    epoch: int = 0  # epochs completed
-    step: int = 0  # global steps completed
-    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch metrics
-
 
 # report(epoch, metrics, state_or_None): every rank calls it at the end of every epoch (Ray's
 # report is a barrier); `checkpoint` is True on epochs where a checkpoint is due.
 ReportFn = Callable[[int, dict[str, float], "GanState", bool], None]
 EvalFn = Callable[[nn.Module], dict[str, float]]
-
-
-def unwrap(m: nn.Module) -> nn.Module:
-    return m.module if hasattr(m, "module") else m
-
-
-def build_state(cfg: TrainParams, ctx: Context) -> GanState:
-    """Models, optimisers and fixed noise; identical on every rank (seeded), then DDP-wrapped."""
-    torch.manual_seed(cfg.seed)
-    g = build_generator(cfg.arch, cfg.z_dim).to(ctx.device)
-    d = build_discriminator(cfg.arch, cfg.spectral_norm).to(ctx.device)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = copy.deepcopy(g).eval().requires_grad_(False)
-    if ctx.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # No buffer sync in forward: rank 0's BatchNorm stats would otherwise overwrite the
-        # others' at every forward; instead we average buffers across ranks at each epoch end
-        # (`sync_buffers`), which uses every rank's data and leaves all ranks identical.
-        g = DDP(g, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
-        d = DDP(d, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
-    # Fused Adam: the same update in one pass over the parameters instead of ~7; on a 1-thread
-    # CPU step it cut Adam from ~17 ms to ~4 ms (benchmarks/README.md). Last-bit rounding differs.
-    fused = ctx.device.type in ("cpu", "cuda")
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused)
-    gen = torch.Generator().manual_seed(cfg.seed + 7919)
-    fixed = torch.randn(N_FIXED_NOISE, cfg.z_dim, generator=gen).to(ctx.device)
-    # Weights are identical on every rank (seeded above); from here each rank draws its own
-    # dropout masks and WGAN-GP interpolation weights, as independent samples should.
-    torch.manual_seed(cfg.seed * 1_000_003 + 104_729 * (ctx.rank + 1))
-    return GanState(g, d, ema, opt_g, opt_d, fixed)
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -152,45 +89,6 @@ def train_step(
     return d_loss.detach(), g_loss.detach()
 
 
-@torch.no_grad()
-def update_ema(ema: nn.Module, g: nn.Module, decay: float) -> None:
-    """Polyak average of G's weights (Karras et al. 2018, 'Progressive GANs', sec. A.1)."""
-    for pe, p in zip(ema.parameters(), unwrap(g).parameters(), strict=True):
-        pe.lerp_(p, 1.0 - decay)
-    for be, b in zip(ema.buffers(), unwrap(g).buffers(), strict=True):
-        be.copy_(b)
-
-
-@torch.no_grad()
-def sync_buffers(state: GanState, ctx: Context) -> None:
-    """Average floating-point buffers (BatchNorm running stats) across ranks."""
-    if ctx.world_size == 1:
-        return
-    for m in (state.g, state.d):
-        for b in unwrap(m).buffers():
-            if b.is_floating_point():
-                dist.all_reduce(b, op=dist.ReduceOp.SUM)
-                b.div_(ctx.world_size)
-    if state.ema is not None:
-        for be, b in zip(state.ema.buffers(), unwrap(state.g).buffers(), strict=True):
-            be.copy_(b)
-
-
-def sampling_generator(state: GanState) -> nn.Module:
-    """The generator to sample from: EMA when enabled, else G."""
-    return state.ema if state.ema is not None else unwrap(state.g)
-
-
-@torch.no_grad()
-def sample(g: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    was_training = g.training
-    g.eval()
-    try:
-        return g(z)
-    finally:
-        g.train(was_training)
-
-
 def steps_per_epoch(cfg: TrainParams, n_images: int) -> int:
     """Full global batches per epoch (drop_last: every rank needs the same number of steps)."""
     steps = n_images // cfg.batch_size
@@ -223,8 +121,6 @@ def train(
     `images` is the full training set; it is moved to `ctx.device` once (no DataLoader, no
     per-step host-to-device copies) and each rank reads its slice of every global batch.
     """
-    from ganmodel.training.checkpoint import load_state_dict
-
     check_shape(images, IMAGE_SHAPE, "training images")
     tracker = tracker or NullTracker()
     data = images.to(ctx.device, non_blocking=True)

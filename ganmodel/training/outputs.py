@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from ganmodel.artifacts import save_generator
 from ganmodel.config import TrainParams
-from ganmodel.images import save_grid
-from ganmodel.training.checkpoint import save_generator
+from ganmodel.figures import save_grid
 from ganmodel.training.job import TrainOutcome
 
 LOSS_COLUMNS = ("epoch", "d_loss", "g_loss", "images_per_sec", "fid")
@@ -34,19 +34,8 @@ def scaling_params(cfg: TrainParams, n_train: int) -> dict[str, Any]:
     }
 
 
-def real_stats_for_training(classifier: str, prepared: str, data_hash: str, cache_dir: str) -> str:
-    """Path of the cached real train-split features used by the in-training FID."""
-    from ganmodel.data.prepared import load_split
-    from ganmodel.metrics import cached_stats
-    from ganmodel.networks.classifier import load_classifier
-
-    model, _ = load_classifier(classifier)
-    train = load_split(prepared, "train")
-    _, path = cached_stats(cache_dir, model, train.images, train.labels, data_hash, "train", 500)
-    return str(path.absolute())
-
-
 def generator_meta(cfg: TrainParams, data_meta: dict[str, Any]) -> dict[str, Any]:
+    """What a generator file records beside its weights (`ganmodel.artifacts`)."""
     return {"arch": cfg.arch, "z_dim": cfg.z_dim, "dataset": data_meta["dataset"],
             "data_hash": data_meta["data_hash"], "ema": cfg.ema_decay > 0,
             "image_shape": [1, 28, 28]}

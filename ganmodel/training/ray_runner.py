@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,12 +37,10 @@ RAY_ENV_DEFAULTS = {
     # 2 s by default (~1.7 s per report measured), 0.1 s brings a report down to ~0.16 s.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
 }
-FAIL_AT_EPOCH_ENV = "GANMODEL_TEST_FAIL_AT_EPOCH"  # test-only: raise once in rank 0 after epoch k
-FAIL_MARKER_ENV = "GANMODEL_TEST_FAIL_MARKER"
-# Test-only: rank 0 writes the marker and sleeps after epoch k's report (once, like the failure
-# switch), so a test can kill the stage at a known point mid-training.
-PAUSE_AT_EPOCH_ENV = "GANMODEL_TEST_PAUSE_AT_EPOCH"
-PAUSE_MARKER_ENV = "GANMODEL_TEST_PAUSE_MARKER"
+# Extension point: `module:function` names (comma-separated) that every worker imports and calls
+# as `hook(epoch, rank)` after each epoch's report, e.g. to alert on a metric, or (the test suite's
+# tests/faults.py) to make a worker fail or stall at a known point.
+EPOCH_HOOKS_ENV = "GANMODEL_EPOCH_HOOKS"
 # Set on clusters whose autoscaler adds nodes on demand: the resource check then only warns, since
 # the nodes that will host the workers may not exist yet.
 AUTOSCALING_ENV = "GANMODEL_AUTOSCALING"
@@ -58,20 +55,19 @@ class JobSpec:
     train_images: str  # absolute path of the prepared train split
     run_id: str | None
     tracking_uri: str | None
-    eval_stats: str | None = None  # cached real feature statistics for in-training FID
-    classifier: str | None = None
-    code_hash: str | None = None  # the driver's `job.code_hash()`: workers must run the same code
+    classifier: str | None = None  # the evaluation classifier: enables the in-training FID
+    code_hash: str | None = None  # the driver's `identity.package_hash()`: workers must run the same code
     # The files above as object refs of their bytes (`ship_inputs`): a worker on another node does
     # not see the driver's disk. Keyed by the field name; a missing key means "read the path".
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-INPUT_FIELDS = ("train_images", "eval_stats", "classifier")
+INPUT_FIELDS = ("train_images", "classifier")
 
 
 def ship_inputs(spec: JobSpec) -> JobSpec:
-    """Put the driver's input files (train split, and the classifier and real statistics of the
-    in-training FID) into Ray's object store, so workers on any node get the same bytes."""
+    """Put the driver's input files (the train split, and the classifier of the in-training FID)
+    into Ray's object store, so workers on any node get the same bytes."""
     import ray
 
     inputs = {}
@@ -111,6 +107,22 @@ def _quiet_worker_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def epoch_hooks(spec: str | None) -> list[Callable[[int, int], None]]:
+    """The functions named in `GANMODEL_EPOCH_HOOKS` (see `EPOCH_HOOKS_ENV`)."""
+    import importlib
+
+    hooks = []
+    for name in filter(None, (s.strip() for s in (spec or "").split(","))):
+        module, sep, attr = name.partition(":")
+        try:
+            hooks.append(getattr(importlib.import_module(module), attr) if sep else None)
+        except (ImportError, AttributeError) as err:
+            raise GanModelError(f"{EPOCH_HOOKS_ENV}: cannot import {name!r} ({brief(err)})") from None
+        if hooks[-1] is None or not callable(hooks[-1]):
+            raise GanModelError(f"{EPOCH_HOOKS_ENV}: {name!r} is not a module:function name")
+    return hooks
+
+
 def _worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -118,9 +130,10 @@ def _worker_loop(config: dict[str, Any]) -> None:
     import torch
 
     from ganmodel.data.prepared import load_split
-    from ganmodel.tracking import MlflowTracker, NullTracker
+    from ganmodel.tracking.tracker import MlflowTracker, NullTracker
     from ganmodel.training.checkpoint import load_checkpoint, save_checkpoint
-    from ganmodel.training.loop import Context, train
+    from ganmodel.training.loop import train
+    from ganmodel.training.state import Context
 
     _quiet_worker_logs()
     spec = JobSpec(**config)
@@ -128,17 +141,17 @@ def _worker_loop(config: dict[str, Any]) -> None:
     rctx = ray.train.get_context()
     ctx = Context(rctx.get_world_rank(), rctx.get_world_size(), ray.train.torch.get_device())
     check_worker_code(spec.code_hash)
+    hooks = epoch_hooks(os.environ.get(EPOCH_HOOKS_ENV))
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     with tempfile.TemporaryDirectory(prefix="ganmodel-inputs-") as tmp:
         train_file = Path(input_path(spec, "train_images", tmp))
         images = load_split(train_file.parent, train_file.stem).images
         evaluate = None
-        if ctx.is_main and cfg.eval_every and spec.eval_stats and spec.classifier:
-            from ganmodel.metrics.quick import QuickFID
+        if ctx.is_main and cfg.eval_every and spec.classifier:
+            from ganmodel.evaluation.quick import QuickFID
 
-            evaluate = QuickFID(input_path(spec, "classifier", tmp), input_path(spec, "eval_stats", tmp),
-                                cfg.eval_samples, ctx.device)
+            evaluate = QuickFID(input_path(spec, "classifier", tmp), images, cfg.eval_samples, ctx.device)
     tracker = (MlflowTracker(spec.run_id, spec.tracking_uri)
                if ctx.is_main and spec.run_id else NullTracker())
     placement = gather_placement(ctx)
@@ -146,16 +159,11 @@ def _worker_loop(config: dict[str, Any]) -> None:
         print("placement: " + "; ".join(
             f"rank {p['rank']} on node {p['node_id'][:12]} ({p['node_ip']}, {p['host']}, {p['device']})"
             for p in placement))
-        if spec.run_id:
-            log_placement(spec.run_id, spec.tracking_uri, placement)
+        tracker.set_tags(placement_tags(placement))
     resume = None
     if (ckpt := ray.train.get_checkpoint()) is not None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d, ctx)
-    fail_at = int(os.environ.get(FAIL_AT_EPOCH_ENV, "0") or 0)
-    marker = os.environ.get(FAIL_MARKER_ENV)
-    pause_at = int(os.environ.get(PAUSE_AT_EPOCH_ENV, "0") or 0)
-    pause_marker = os.environ.get(PAUSE_MARKER_ENV)
 
     def report(epoch: int, metrics: dict[str, float], state, due: bool) -> None:
         metrics = {**metrics, "epoch": epoch}
@@ -165,13 +173,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
-        if fail_at and epoch == fail_at and ctx.is_main and marker and not Path(marker).exists():
-            Path(marker).write_text(f"failed once at epoch {epoch}\n")
-            raise RuntimeError(f"test-only failure injected after epoch {epoch}")
-        if (pause_at and epoch == pause_at and ctx.is_main and pause_marker
-                and not Path(pause_marker).exists()):
-            Path(pause_marker).write_text(f"paused after epoch {epoch}\n")
-            time.sleep(600)  # until the test kills the stage
+        for hook in hooks:
+            hook(epoch, ctx.rank)
 
     train(cfg, images, ctx, tracker, report, resume, evaluate,
           log=print if ctx.is_main else (lambda _msg: None))
@@ -180,9 +183,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
 def check_worker_code(expected: str | None) -> None:
     """Refuse to train with other code than the driver's: the run name (and so which checkpoints a
     run resumes) is derived from the driver's code."""
-    from ganmodel.training.job import code_hash
+    from ganmodel.training.identity import package_hash
 
-    if expected and (mine := code_hash()) != expected:
+    if expected and (mine := package_hash()) != expected:
         import ganmodel
 
         raise GanModelError(
@@ -225,14 +228,6 @@ def placement_tags(placement: list[dict[str, Any]]) -> dict[str, str]:
     for p in placement:
         tags[f"{PLACEMENT_TAG}.rank{p['rank']}"] = f"{p['node_id']} {p['node_ip']} {p['host']} {p['device']}"
     return tags
-
-
-def log_placement(run_id: str, tracking_uri: str | None, placement: list[dict[str, Any]]) -> None:
-    from mlflow.entities import RunTag
-    from mlflow.tracking import MlflowClient
-
-    tags = [RunTag(k, v) for k, v in placement_tags(placement).items()]
-    MlflowClient(tracking_uri).log_batch(run_id, tags=tags, synchronous=True)
 
 
 def resolve_address(cfg: TrainParams) -> str | None:

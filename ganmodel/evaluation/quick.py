@@ -7,11 +7,11 @@ import os
 import torch
 from torch import nn
 
+from ganmodel.artifacts import load_classifier
 from ganmodel.errors import GanModelError
-from ganmodel.metrics.distances import fid_against, fid_metric
-from ganmodel.metrics.features import extract, sample_images
-from ganmodel.metrics.stats_cache import load_stats
-from ganmodel.networks.classifier import load_classifier
+from ganmodel.evaluation.distances import fid_against, fid_metric
+from ganmodel.evaluation.features import extract, sample_images
+from ganmodel.evaluation.realstats import compute_stats
 
 # Fixed, so successive epochs are compared on the same z: the curve then moves only with the
 # weights, not with sampling noise. Distinct from evaluate.seed, so the final report is not
@@ -20,24 +20,22 @@ QUICK_SEED = 20240601
 
 
 class QuickFID:
-    """`QuickFID(...)(generator) -> {"fid": float}` against cached real features.
+    """`QuickFID(...)(generator) -> {"fid": float}` against the real training images.
 
-    The classifier and the real statistics are loaded once; each call samples `n_samples`
+    The classifier is loaded and the real images featurised once; each call samples `n_samples`
     images with a fixed seed and adds only their features to a torchmetrics FID that keeps the
     real part. With few samples FID is biased upwards (Chong & Forsyth 2020), so compare these
     values with each other, not with the final evaluation at a larger N.
     """
 
-    def __init__(self, classifier_path: str | os.PathLike[str], stats_path: str | os.PathLike[str],
+    def __init__(self, classifier_path: str | os.PathLike[str], real_images: torch.Tensor,
                  n_samples: int, device: str | torch.device = "cpu", batch_size: int = 500) -> None:
         if n_samples < 2:
             raise GanModelError(f"train.eval_samples: FID needs at least 2 samples, got {n_samples}")
         self.device = torch.device(device)
         self.classifier, _ = load_classifier(classifier_path, self.device)
-        stats = load_stats(stats_path)
-        if stats.features.shape[1] != self.classifier.feature_dim:
-            raise GanModelError(f"{stats_path}: features have {stats.features.shape[1]} dims, the classifier "
-                                f"{classifier_path} {self.classifier.feature_dim}; recompute the stats")
+        labels = torch.zeros(real_images.shape[0], dtype=torch.long)  # FID ignores labels
+        stats = compute_stats(self.classifier, real_images, labels, self.device)
         self.n_samples, self.batch_size = n_samples, batch_size
         self._metric = fid_metric(stats.features)
 

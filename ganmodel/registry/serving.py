@@ -14,14 +14,17 @@ Contract (also the logged signature):
 Bad input (wrong width, NaN/inf, non-numeric, too many rows, bad labels) raises an
 `MlflowException` with `INVALID_PARAMETER_VALUE`, so `mlflow models serve` answers 400, not 500.
 
-The model directory holds the raw generator file (`artifacts/generator.pt`, the train stage's
-`save_generator` format, loaded with `weights_only=True`) and a copy of the `ganmodel` package
-(`code/ganmodel`), so serving needs only torch, numpy, mlflow, pydantic and pyyaml.
+The model is logged as code (MLflow's models-from-code: `model_code.py` is the `python_model`),
+so loading it runs that file and never unpickles an object. The model directory holds the raw
+generator file (`artifacts/generator.pt`, the `ganmodel.artifacts` format, loaded with
+`weights_only=True`) and the few `ganmodel` modules serving imports (`SERVING_MODULES`): torch,
+numpy and mlflow are its only requirements.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -95,23 +98,18 @@ def to_labels(labels: Any, n: int) -> np.ndarray | None:
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around a `save_generator` file; see the module docstring for the contract."""
+    """pyfunc wrapper around a generator file; see the module docstring for the contract."""
 
     # The signature is explicit (TensorSpec): skip MLflow's type-hint wrapping of `predict` and
     # its "add type hints" warning. Validation happens in `to_latents`.
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        import torch
+        from ganmodel.artifacts import load_generator
 
-        from ganmodel.training.checkpoint import load_generator
-
-        path = context.artifacts[ARTIFACT_KEY]
-        self.generator = load_generator(path)
-        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-        self.meta = meta
-        self.z_dim = int(meta["z_dim"])
-        self.conditional = bool(meta.get("conditional", False))
+        self.generator, self.meta = load_generator(context.artifacts[ARTIFACT_KEY])
+        self.z_dim = int(self.meta["z_dim"])
+        self.conditional = bool(self.meta.get("conditional", False))
 
     # No type hints on predict: MLflow would try to derive a signature from them.
     def predict(self, context, model_input, params=None):
@@ -127,6 +125,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
 
 def signature(z_dim: int) -> Any:
+    """Latents [-1, z_dim] float32 in, images [-1, 1, 28, 28] float32 out, optional `labels`."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -141,40 +140,35 @@ def pip_requirements() -> list[str]:
     """Pinned to what is installed: passing them skips MLflow's slow requirement inference."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy", "pydantic", "pyyaml")]
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy")]
 
 
-def package_dir() -> str:
-    """The `ganmodel` package directory, copied into the model so serving can import it."""
-    return str(Path(__file__).resolve().parent)
+# What the served model imports of ganmodel, relative to the package: copied into the model as its
+# code, nothing else (a module missing here fails `mlflow models serve` at load, in the tests).
+SERVING_MODULES = ("__init__.py", "errors.py", "io.py", "artifacts.py", "networks",
+                   "registry/__init__.py", "registry/serving.py")
+MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 
-def log_generator_model(generator_path: str | os.PathLike[str], name: str = "model") -> Any:
-    """Log the generator file as a pyfunc model in the active run; returns the `ModelInfo`.
+def serving_package(dest: str | os.PathLike[str]) -> str:
+    """Copy `SERVING_MODULES` into `dest/ganmodel`; returns that directory (a `code_paths` entry)."""
+    src = Path(__file__).resolve().parents[1]
+    out = Path(dest) / "ganmodel"
+    for rel in SERVING_MODULES:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (src / rel).is_dir():
+            shutil.copytree(src / rel, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src / rel, target)
+    return str(out)
 
-    The raw weights file is also logged as a run artifact (`generator/generator.pt`).
-    """
-    import shutil
-    import tempfile
 
-    import torch
+def model_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the MLmodel file says about the generator."""
+    return {"z_dim": int(meta["z_dim"]), "arch": meta.get("arch"), "output_range": "[-1, 1]",
+            "image_shape": list(IMAGE_SHAPE), "conditional": bool(meta.get("conditional", False))}
 
-    meta = torch.load(generator_path, map_location="cpu", weights_only=True)["meta"]
-    z_dim = int(meta["z_dim"])
-    example = np.random.default_rng(0).standard_normal((2, z_dim)).astype(np.float32)
-    with tempfile.TemporaryDirectory(prefix="ganmodel-log-") as tmp:
-        # A fixed file name, whatever the source is called: consumers look for WEIGHTS_IN_MODEL.
-        weights = Path(tmp) / WEIGHTS_FILE
-        shutil.copyfile(generator_path, weights)
-        mlflow.log_artifact(str(weights), "generator")
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=GeneratorModel(),
-            artifacts={ARTIFACT_KEY: str(weights)},
-            code_paths=[package_dir()],
-            signature=signature(z_dim),
-            input_example=example,
-            pip_requirements=pip_requirements(),
-            metadata={"z_dim": z_dim, "arch": meta.get("arch"), "output_range": "[-1, 1]",
-                      "image_shape": list(IMAGE_SHAPE)},
-        )
+
+def input_example(z_dim: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((2, z_dim)).astype(np.float32)

@@ -12,14 +12,15 @@ the FID matrix square root, the unbiased MMD estimator) on our float64 features.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganmodel.errors import GanModelError
+
+if TYPE_CHECKING:  # torchmetrics takes seconds to import: only the functions that use it do
+    from torchmetrics.image.fid import FrechetInceptionDistance
 
 # Metrics here are always computed by one process on its own features. torchmetrics would
 # otherwise all-gather states on compute() whenever torch.distributed is initialised, which
@@ -64,6 +65,8 @@ def _quiet(factory, *args, **kwargs):
 def fid_metric(real: torch.Tensor) -> FrechetInceptionDistance:
     """A FID metric holding `real` features; `reset()` keeps them (reset_real_features=False),
     so repeated evaluations against one reference set only add the fake features each time."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     real = _as_features(real, "real features")
     metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), reset_real_features=False, **_LOCAL)
     metric.update(real, real=True)
@@ -101,6 +104,8 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50,
     n = min(real.shape[0], fake.shape[0])
     if not 2 <= subset_size <= n:
         raise GanModelError(f"kid_subset_size: {subset_size} must be in [2, {n}] (the smaller sample count)")
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     metric = _quiet(KernelInceptionDistance, feature=Precomputed(real.shape[1]), subsets=subsets,
                     subset_size=subset_size, **_LOCAL)
     metric.update(real, real=True)
@@ -119,6 +124,8 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tu
     is the unbiased one over splits (0 for a single split).
     """
     logits = _as_features(logits, "logits", min_rows=splits)
+    from torchmetrics.image.inception import InceptionScore
+
     metric = _quiet(InceptionScore, feature=Precomputed(logits.shape[1]), splits=splits, **_LOCAL)
     metric.update(logits)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ganmodel.config import EvaluateParams
 from ganmodel.data.prepared import Split, to_unit_range
+from ganmodel.evaluation.features import extract, sample_images
+from ganmodel.evaluation.metrics import EvalSpec, evaluate_generator, real_floor
+from ganmodel.evaluation.prdc import nearest_neighbours
+from ganmodel.evaluation.realstats import compute_stats
 from ganmodel.networks.classifier import EvalClassifier
 
 FLOOR_SUFFIX = "_floor"
+# The figures reported next to their real floor (spreads and counts have no floor of interest).
+FLOOR_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage",
+              "classes_covered", "class_kl")
 # The per-class histogram goes to its own plot file, not to the headline metrics: twenty columns
 # of it made `dvc metrics show` unreadable. MLflow keeps them as metrics of the evaluate run.
 HISTOGRAM_PREFIXES = ("class_count_", "class_frac_", "class_real_frac_")
@@ -51,35 +57,28 @@ def class_histogram_rows(metrics: dict[str, float], class_names: list[str]) -> l
             for c, name in enumerate(class_names)]
 
 
+def eval_spec(cfg: EvaluateParams) -> EvalSpec:
+    """The metric settings of the `evaluate` params section."""
+    return EvalSpec(n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size, pr_k=cfg.pr_k,
+                    kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
+                    metrics=tuple(cfg.metrics))
+
+
 def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, held: Split,
-             cfg: EvaluateParams, data_hash: str, cache_dir: str | Path, class_names: list[str],
-             nn_k: int = 5) -> EvaluationResult:
+             cfg: EvaluateParams, class_names: list[str], nn_k: int = 5) -> EvaluationResult:
     """All metrics for `generator` under the `evaluate` protocol, with the floor and ratios."""
     if len(class_names) != classifier.n_classes:
         raise ValueError(f"class_names: {len(class_names)} names, the classifier has {classifier.n_classes}")
-    from ganmodel.metrics import (
-        cached_stats,
-        evaluate_generator,
-        extract,
-        nearest_neighbours,
-        real_floor,
-        sample_images,
-    )
-
     t0 = time.perf_counter()
-    common = dict(n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size, pr_k=cfg.pr_k,
-                  kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size)
-    stats_a, _ = cached_stats(cache_dir, classifier, train.images, train.labels, data_hash, "train",
-                              cfg.batch_size)
-    stats_b, _ = cached_stats(cache_dir, classifier, held.images, held.labels, data_hash, "heldout",
-                              cfg.batch_size)
-    gen = evaluate_generator(generator, classifier, train.images, train.labels, real_stats=stats_a, **common)
-    floor = real_floor(classifier, train.images, train.labels, held.images, held.labels,
-                       stats_a=stats_a, stats_b=stats_b, **common)
+    spec = eval_spec(cfg)
+    stats_a = compute_stats(classifier, train.images, train.labels)
+    stats_b = compute_stats(classifier, held.images, held.labels)
+    gen = evaluate_generator(generator, classifier, stats_a, spec)
+    floor = real_floor(stats_a, stats_b, spec)
     metrics = dict(gen)
-    for k in ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage",
-              "classes_covered", "class_kl"):
-        metrics[k + FLOOR_SUFFIX] = floor[k]
+    for k in FLOOR_KEYS:
+        if k in floor:
+            metrics[k + FLOOR_SUFFIX] = floor[k]
     # No KID ratio: the unbiased KID estimate of two real sets can be <= 0.
     metrics["fid_ratio"] = gen["fid"] / max(floor["fid"], 1e-12)
     metrics["eval_seed"] = cfg.seed

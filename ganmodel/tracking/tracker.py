@@ -17,6 +17,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_image(self, images: torch.Tensor, artifact_file: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None: ...
 
 
@@ -30,6 +31,9 @@ class NullTracker:
         pass
 
     def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
     def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -62,13 +66,19 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=batch[i : i + 100], synchronous=True)
 
     def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
-        from ganmodel.images import save_grid
+        from ganmodel.figures import save_grid
 
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / Path(artifact_file).name
             save_grid(images, p)
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(p), None if parent == "." else parent)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self.client.log_batch(self.run_id, tags=batch, synchronous=True)
 
     def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ganmodel.entry import run_main
-from ganmodel.errors import GanModelError, brief
+from ganmodel.errors import GanModelError
 
 MAX_SAMPLES = 10_000
 OUTPUT_SUFFIXES = (".png", ".npy")
@@ -78,11 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
 # Resolving a model reference to a local generator file
 
 
-def _mlflow_error(err: Exception) -> str:
-    msg = str(getattr(err, "message", err)).strip().splitlines()
-    return msg[0] if msg else type(err).__name__
-
-
 def _local_store_check(uri: str) -> None:
     """A missing sqlite store would be created empty (and slowly): say so instead."""
     if uri.startswith("sqlite:///"):
@@ -93,7 +88,7 @@ def _local_store_check(uri: str) -> None:
 
 
 def _tracking(tracking_uri: str | None) -> str:
-    from ganmodel.runs import configure_tracking, default_tracking_uri
+    from ganmodel.tracking.store import configure_tracking, default_tracking_uri
 
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -101,39 +96,6 @@ def _tracking(tracking_uri: str | None) -> str:
     # Checked before configure_tracking, which creates the store's directory.
     _local_store_check(os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri("."))
     return configure_tracking(".")
-
-
-def _resolve_registered(client, ref: str, name: str, alias: str | None, version: str | None) -> str:
-    """Check name/alias/version with clear messages; return a models:/name/version URI."""
-    from mlflow.exceptions import MlflowException
-
-    def missing(err: MlflowException) -> bool:
-        return getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
-
-    try:
-        rm = client.get_registered_model(name)
-    except MlflowException as err:
-        if missing(err):
-            raise GanModelError(f"{ref}: no registered model named {name!r}") from None
-        raise
-    if alias is not None:
-        # Read the alias map: a missing alias is an INVALID_PARAMETER_VALUE error otherwise.
-        aliases = dict(getattr(rm, "aliases", None) or {})
-        if alias not in aliases:
-            known = ", ".join(sorted(aliases)) or "none"
-            raise GanModelError(f"{ref}: model {name!r} has no alias {alias!r} (aliases: {known})")
-        return f"models:/{name}/{aliases[alias]}"
-    if version is not None:
-        if not version.isdigit():
-            raise GanModelError(f"{ref}: version must be a number or use @alias, got {version!r}")
-        try:
-            client.get_model_version(name, version)
-        except MlflowException as err:
-            if missing(err):
-                raise GanModelError(f"{ref}: model {name!r} has no version {version}") from None
-            raise
-        return f"models:/{name}/{version}"
-    raise GanModelError(f"{ref}: name a version or an alias, e.g. models:/{name}@champion")
 
 
 def resolve_generator_file(ref: str, tracking_uri: str | None, workdir: str | os.PathLike[str]) -> Path:
@@ -145,38 +107,13 @@ def resolve_generator_file(ref: str, tracking_uri: str | None, workdir: str | os
         return p
 
     uri = _tracking(tracking_uri)
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from ganmodel.tracking.models import fetch_generator_file
 
-    from ganmodel.serving import WEIGHTS_FILE, WEIGHTS_IN_MODEL
-
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    try:
-        if ref.startswith("models:/"):
-            m = _MODELS_URI.match(ref)
-            if m is None:
-                raise GanModelError(f"{ref}: expected models:/<name>@<alias> or models:/<name>/<version>")
-            if m["name"].startswith("m-") and m["alias"] is None and m["version"] is None:
-                base = ref.rstrip("/")  # a logged model id
-            else:
-                base = _resolve_registered(client, ref, m["name"], m["alias"], m["version"])
-            local = mlflow.artifacts.download_artifacts(f"{base}/{WEIGHTS_IN_MODEL}", dst_path=str(workdir))
-            return Path(local)
-        local = Path(mlflow.artifacts.download_artifacts(ref, dst_path=str(workdir)))
-    except GanModelError:
-        raise
-    except MlflowException as err:
-        raise GanModelError(f"{ref}: {_mlflow_error(err)}") from None
-    except OSError as err:
-        raise GanModelError(f"{ref}: cannot download the generator ({brief(err)})") from None
-    if local.is_dir():
-        for cand in (local / WEIGHTS_IN_MODEL, local / WEIGHTS_FILE):
-            if cand.is_file():
-                return cand
-        raise GanModelError(f"{ref}: no {WEIGHTS_IN_MODEL} or {WEIGHTS_FILE} in that artifact directory")
-    return local
+    m = _MODELS_URI.match(ref) if ref.startswith("models:/") else None
+    if ref.startswith("models:/") and m is None:
+        raise GanModelError(f"{ref}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return fetch_generator_file(ref, m["name"] if m else None, m["alias"] if m else None,
+                                m["version"] if m else None, workdir, uri)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,11 +136,11 @@ def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None =
     import numpy as np
     import torch
 
+    from ganmodel.artifacts import load_generator
     from ganmodel.io import atomic_path
-    from ganmodel.training.checkpoint import load_generator
 
     with tempfile.TemporaryDirectory(prefix="ganmodel-generate-") as tmp:
-        g = load_generator(resolve_generator_file(model, tracking_uri, tmp))
+        g, _ = load_generator(resolve_generator_file(model, tracking_uri, tmp))
     z_dim = int(g.z_dim)  # every generator family records its latent width
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -211,7 +148,7 @@ def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None =
     try:
         with atomic_path(out_path) as tmp_out:
             if suffix == ".png":
-                from ganmodel.images import save_grid
+                from ganmodel.figures import save_grid
 
                 save_grid(images, tmp_out)
             else:

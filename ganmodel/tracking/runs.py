@@ -1,5 +1,8 @@
-"""MLflow runs for pipeline stages: the store location, one run per stage execution, lineage
-tags to upstream runs, and the small run-id files that link DVC outputs to MLflow runs."""
+"""MLflow runs for pipeline stages: one run per stage execution, grouped under one parent run per
+pipeline execution, lineage tags to upstream runs, the prepared dataset as a run input, and the
+small run-id files that link DVC outputs to MLflow runs.
+
+Stage scripts log through the `StageRun` that `stage_run` yields; they never call MLflow."""
 
 from __future__ import annotations
 
@@ -12,75 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ganmodel.errors import GanModelError, brief
+from ganmodel.errors import GanModelError
+from ganmodel.tracking.store import configure_tracking, ensure_experiment
 
 STAGE_TAG = "pipeline.stage"
 UPSTREAM_TAG = "upstream.{stage}.run_id"
 DATA_HASH_TAG = "data.hash"
+CLASSIFIER_HASH_TAG = "classifier.hash"
 GIT_TAG = "git.commit"
-
-MLFLOW_ENV_DEFAULTS = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    # Fail fast on an unreachable server instead of retrying for minutes.
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-
-
-def default_tracking_uri(root: str | os.PathLike[str]) -> str:
-    """sqlite store under `<root>/mlruns` (four slashes: an absolute path)."""
-    return "sqlite:///" + str((Path(root) / "mlruns" / "mlflow.db").absolute())
-
-
-def configure_tracking(root: str | os.PathLike[str] = ".") -> str:
-    """Resolve the tracking URI (`MLFLOW_TRACKING_URI` wins), export it for child processes
-    (Ray workers), and check that a remote server answers."""
-    for k, v in MLFLOW_ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    elif uri.startswith(("http://", "https://")):
-        check_server(uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    return uri
-
-
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast with a clear message when an MLflow server does not answer `/health`."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
-            if r.status != 200:
-                raise GanModelError(f"MLFLOW_TRACKING_URI: {uri} answered /health with {r.status}")
-    except (urllib.error.URLError, OSError) as err:
-        raise GanModelError(
-            f"MLFLOW_TRACKING_URI: MLflow server at {uri} is unreachable ({brief(err)})") from None
-
-
-def artifact_root(root: str | os.PathLike[str], uri: str) -> str | None:
-    """Absolute artifact location for a local store (beside its sqlite file); a server decides its own."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).absolute().parent / "artifacts").as_uri()
-    if uri.startswith("file:") or "://" not in uri:
-        return (Path(root).absolute() / "mlruns" / "artifacts").as_uri()
-    return None
-
-
-def ensure_experiment(name: str, root: str | os.PathLike[str], uri: str) -> str:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            raise GanModelError(f"tracking.experiment: experiment {name!r} is deleted; "
-                                "restore it or pick another name")
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(root, uri))
 
 
 def git_commit(root: str | os.PathLike[str] = ".") -> str:
@@ -215,15 +157,101 @@ def find_unfinished_run(experiment: str, stage: str, tags: dict[str, str],
     return found[0] if found else None
 
 
-def read_upstream(items: list[str]) -> dict[str, str]:
-    """`["prepare=runs/prepare.json", ...]` -> `{"prepare": <run id>, ...}`."""
+def read_upstream(items: list[str], required: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """`["prepare=runs/prepare.json", ...]` -> `{"prepare": <its run link>, ...}`: how every stage
+    takes its upstream runs. `required` names the stages that must be there."""
     out = {}
     for item in items:
         stage, sep, path = item.partition("=")
         if not sep or not stage or not path:
             raise GanModelError(f"--upstream: expected STAGE=RUN_FILE, got {item!r}")
-        out[stage] = read_run_file(path)["run_id"]
+        out[stage] = read_run_file(path)
+    if missing := [s for s in required if s not in out]:
+        raise GanModelError(f"--upstream: missing {missing[0]}=RUN_FILE (this stage reads that run)")
     return out
+
+
+def run_ids(links: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """`{stage: run link}` -> `{stage: run id}` (the lineage tags)."""
+    return {stage: str(link["run_id"]) for stage, link in links.items()}
+
+
+# MLflow limits a dataset digest to 36 characters: the data hash's prefix (144 bits).
+DATASET_DIGEST_CHARS = 36
+
+
+class StageRun:
+    """The MLflow run of one stage execution: what stage scripts log through."""
+
+    def __init__(self, run: Any, client: Any) -> None:
+        self._run, self._client = run, client
+
+    @property
+    def info(self) -> Any:
+        """MLflow's `RunInfo` (run_id, experiment_id, artifact_uri, ...)."""
+        return self._run.info
+
+    @property
+    def data(self) -> Any:
+        """MLflow's `RunData` as the run started (its tags, params)."""
+        return self._run.data
+
+    @property
+    def run_id(self) -> str:
+        return self._run.info.run_id
+
+    @property
+    def tracking_uri(self) -> str:
+        import mlflow
+
+        return mlflow.get_tracking_uri()
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path)
+
+    def log_dict(self, obj: dict[str, Any], artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(obj, artifact_file)
+
+    def log_dataset(self, meta: dict[str, Any], prepared_dir: str | os.PathLike[str], context: str) -> None:
+        """Log the prepared data as a run input (the runs table's Dataset column): name = dataset,
+        digest = data hash, source = the prepared directory; `context` says how it was used."""
+        import mlflow
+
+        mlflow.log_input(prepared_dataset(meta, prepared_dir), context=context,
+                         tags={"splits": json.dumps(meta.get("splits", {}), sort_keys=True)})
+
+    def history(self, key: str) -> list[Any]:
+        """MLflow's metric history of `key` in this run."""
+        return self._client.get_metric_history(self.run_id, key)
+
+
+def prepared_dataset(meta: dict[str, Any], prepared_dir: str | os.PathLike[str]) -> Any:
+    """The prepared splits as an MLflow dataset (metadata only: the tensors stay DVC's)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    source = resolve_dataset_source(Path(prepared_dir).absolute().as_uri())
+    return MetaDataset(source=source, name=str(meta["dataset"]),
+                       digest=str(meta["data_hash"])[:DATASET_DIGEST_CHARS])
 
 
 @contextmanager
@@ -236,7 +264,7 @@ def stage_run(
     root: str | os.PathLike[str] = ".",
     run_id: str | None = None,
     system_metrics: bool = False,
-) -> Iterator[Any]:
+) -> Iterator[StageRun]:
     """One MLflow run for one stage execution; FAILED if the block raises.
 
     `upstream` maps upstream stage names to their run ids (lineage tags). `run_id` resumes an
@@ -275,7 +303,7 @@ def stage_run(
         with mlflow.start_run(tags=all_tags, log_system_metrics=system_metrics, **kwargs) as run:
             if not run_id:
                 mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
-            yield run
+            yield StageRun(run, client)
     except BaseException:
         if parent:
             client.set_terminated(parent, "FAILED")
@@ -283,6 +311,35 @@ def stage_run(
     if parent:
         # Each finished stage moves the execution's end time; a later failure marks it FAILED.
         client.set_terminated(parent, "FINISHED")
+
+
+EPOCH_METRIC = "d_loss"  # logged by rank 0 at every epoch: which epochs a run already holds
+BACKFILLED_TAG = "metrics.backfilled_epochs"
+
+
+def backfill_history(run_id: str, history: list[dict[str, float]],
+                     tracking_uri: str | None = None) -> list[int]:
+    """Log the per-epoch metrics of `history` (from the final checkpoint) that the MLflow run lacks;
+    return those epochs. A fresh run whose Ray run had already trained (e.g. `dvc repro -f` with an
+    unchanged config: the deterministic result is reused from the checkpoint) or had trained part of
+    the way under another MLflow run would otherwise miss those epochs' curves."""
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    logged = {m.step for m in client.get_metric_history(run_id, EPOCH_METRIC)}
+    missing = [h for h in history if int(h["epoch"]) not in logged]
+    ts = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ts, int(h["epoch"])) for h in missing for k, v in h.items()
+             if k != "epoch" and isinstance(v, int | float)]
+    for i in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[i:i + 1000], synchronous=True)
+    epochs = [int(h["epoch"]) for h in missing]
+    if epochs:
+        client.set_tag(run_id, BACKFILLED_TAG, ",".join(map(str, epochs)))
+    return epochs
 
 
 def run_link(run: Any, **extra: Any) -> dict[str, Any]:

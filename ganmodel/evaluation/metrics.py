@@ -1,0 +1,161 @@
+"""The metrics, chosen by name from a small registry (in the spirit of stylegan3's `metric_main`),
+and the protocol that runs them: N generated vs N real samples, and the same metrics between two
+disjoint real sets (the "real floor": what a perfect generator would score at this N with this
+classifier, since FID, KID and the k-NN metrics are all biased at finite N).
+
+Every metric is a function of one `Comparison` (features of a real reference sample and of the
+sample under test) returning named floats; `evaluate.metrics` in params.yaml picks which run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ganmodel.errors import GanModelError
+from ganmodel.evaluation import coverage, distances
+from ganmodel.evaluation import prdc as prdc_mod
+from ganmodel.evaluation.features import extract, sample_images
+from ganmodel.evaluation.realstats import RealStats
+from ganmodel.networks.classifier import EvalClassifier
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A real reference sample and a sample under test (generated, or a second real set), N each."""
+
+    real_feats: torch.Tensor  # float64 [N, D]
+    real_labels: torch.Tensor | None  # int64 [N]: the target class distribution
+    fake_feats: torch.Tensor  # float64 [N, D]
+    fake_logits: torch.Tensor  # float64 [N, C]
+    seed: int
+    pr_k: int = 3
+    kid_subsets: int = 50
+    kid_subset_size: int = 500
+    min_relative_share: float = coverage.DEFAULT_MIN_RELATIVE_SHARE
+
+
+MetricFn = Callable[[Comparison], dict[str, float]]
+METRICS: dict[str, MetricFn] = {}
+
+
+def register_metric(fn: MetricFn) -> MetricFn:
+    """Add `fn` to the registry under its function name."""
+    METRICS[fn.__name__] = fn
+    return fn
+
+
+@register_metric
+def fid(c: Comparison) -> dict[str, float]:
+    """Fréchet distance of Gaussians fitted to the features (Heusel et al. 2017, eq. 6)."""
+    return {"fid": distances.fid_from_features(c.real_feats, c.fake_feats)}
+
+
+@register_metric
+def kid(c: Comparison) -> dict[str, float]:
+    """Kernel Inception Distance, unbiased MMD^2 over subsets (Binkowski et al. 2018, eq. 4)."""
+    mean, std = distances.kid_from_features(c.real_feats, c.fake_feats, c.kid_subsets, c.kid_subset_size,
+                                            c.seed)
+    return {"kid_mean": mean, "kid_std": std}
+
+
+@register_metric
+def inception_score(c: Comparison) -> dict[str, float]:
+    """exp E[KL(p(y|x) || p(y))] over 10 splits (Salimans et al. 2016, sec. 4)."""
+    mean, std = distances.inception_score(c.fake_logits, splits=10, seed=c.seed)
+    return {"is_mean": mean, "is_std": std}
+
+
+@register_metric
+def prdc(c: Comparison) -> dict[str, float]:
+    """Precision/recall (Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020)."""
+    return prdc_mod.prdc(c.real_feats, c.fake_feats, k=c.pr_k)
+
+
+@register_metric
+def class_coverage(c: Comparison) -> dict[str, float]:
+    """Classes covered and KL(generated || real) of the predicted classes (mode collapse)."""
+    return coverage.class_coverage(c.fake_logits, c.real_labels, min_relative_share=c.min_relative_share)
+
+
+DEFAULT_METRICS = ("fid", "kid", "inception_score", "prdc", "class_coverage")
+# The register gate reads fid (for fid_ratio) and classes_covered.
+REQUIRED_METRICS = ("fid", "class_coverage")
+
+
+def compare(c: Comparison, metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """Run the named metrics on one comparison; adds `n_samples`."""
+    if c.real_feats.shape[0] != c.fake_feats.shape[0]:
+        # The k-NN radii and the FID/KID bias depend on N; equal sizes keep the metrics comparable.
+        raise ValueError(f"real and fake sets differ in size: {c.real_feats.shape[0]} vs "
+                         f"{c.fake_feats.shape[0]}")
+    out: dict[str, float] = {}
+    for name in metrics:
+        if name not in METRICS:
+            raise GanModelError(f"evaluate.metrics: unknown metric {name!r}; "
+                                f"expected some of {sorted(METRICS)}")
+        out.update(METRICS[name](c))
+    out["n_samples"] = float(c.fake_feats.shape[0])
+    return out
+
+
+def pick(n_total: int, n: int, seed: int, what: str) -> torch.Tensor:
+    """`n` distinct indices of `n_total`, seeded: a random subset, not the first n. (The official
+    MNIST test split is not shuffled, and its first and second halves differ in writers.)"""
+    if n > n_total:
+        raise GanModelError(f"evaluate.n_samples: {n} exceeds the {n_total} images of the {what}")
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def _subset(stats: RealStats, n: int, seed: int, what: str) -> tuple[torch.Tensor, ...]:
+    """Features, logits and labels of a seeded n-subset of a featurised real set."""
+    idx = pick(stats.n, n, seed, what)
+    return stats.features[idx], stats.logits[idx], stats.labels[idx]
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How samples are drawn and compared: N, the seed of z/subsets/KID/IS, and metric settings."""
+
+    n_samples: int
+    seed: int
+    batch_size: int = 500
+    pr_k: int = 3
+    kid_subsets: int = 50
+    kid_subset_size: int = 500
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+    def comparison(self, real_feats: torch.Tensor, real_labels: torch.Tensor, fake_feats: torch.Tensor,
+                   fake_logits: torch.Tensor) -> Comparison:
+        return Comparison(real_feats, real_labels, fake_feats, fake_logits, seed=self.seed, pr_k=self.pr_k,
+                          kid_subsets=self.kid_subsets, kid_subset_size=self.kid_subset_size)
+
+
+def evaluate_generator(generator: nn.Module, classifier: EvalClassifier, real: RealStats, p: EvalSpec,
+                       device: str | torch.device | None = None) -> dict[str, float]:
+    """Every metric of `p` for `p.n_samples` generated images vs a seeded random `n_samples` subset
+    of the featurised real reference set. `p.seed` fixes z, the reference subset, the KID subsets
+    and the IS shuffle. Returns floats (class_coverage adds per-class `class_count_<c>`,
+    `class_frac_<c>`, `class_real_frac_<c>`)."""
+    feats, _, labels = _subset(real, p.n_samples, p.seed, "real reference set")
+    fake = sample_images(generator, p.n_samples, p.seed, p.batch_size)
+    fake_feats, fake_logits = extract(classifier, fake, p.batch_size, device)
+    return compare(p.comparison(feats, labels, fake_feats, fake_logits), p.metrics)
+
+
+def real_floor(real_a: RealStats, real_b: RealStats, p: EvalSpec) -> dict[str, float]:
+    """The same metrics with real set B (the evaluate stage: held-out val+test images) in the
+    generator's place.
+
+    Set A is the reference, subsampled exactly as in `evaluate_generator` with the same seed, so
+    a generator's figures and the floor share one reference sample. A and B must be disjoint
+    (different splits): overlapping sets would report a floor that is too good.
+    """
+    if real_a.features.data_ptr() == real_b.features.data_ptr():
+        raise GanModelError("real_floor: the two real sets are the same; use two disjoint splits")
+    feats_a, _, lab_a = _subset(real_a, p.n_samples, p.seed, "real reference set")
+    feats_b, logits_b, _ = _subset(real_b, p.n_samples, p.seed + 1, "second real set")
+    return compare(p.comparison(feats_a, lab_a, feats_b, logits_b), p.metrics)

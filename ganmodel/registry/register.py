@@ -1,0 +1,121 @@
+"""Registering the evaluated generator: check that the weights are the ones evaluated, register
+the train run's logged model once per weights, apply the gate (`ganmodel.registry.gate`) and move
+the aliases. Every MLflow call goes through `ganmodel.tracking.models`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ganmodel.artifacts import GENERATOR, file_weights_hash
+from ganmodel.config import RegisterParams
+from ganmodel.errors import GanModelError
+from ganmodel.registry.gate import (
+    CHALLENGER,
+    CHAMPION,
+    DECISION_TAG,
+    LEGACY_TAG_PREFIXES,
+    MODEL_DESCRIPTION,
+    REASON_TAG,
+    SUPERSEDED_TAG,
+    WEIGHTS_HASH_TAG,
+    Champion,
+    Protocol,
+    check_metrics,
+    decide,
+    version_tags,
+)
+from ganmodel.tracking import models
+
+
+def check_evaluated(generator_path: str | os.PathLike[str], metrics: dict[str, Any], source: str) -> str:
+    """The weights hash of `generator_path`, after checking that the evaluation (`metrics`, from
+    `source`) describes exactly these weights; a one-line error otherwise."""
+    mine = file_weights_hash(generator_path, GENERATOR)
+    evaluated = str(metrics["generator_hash"])
+    if mine != evaluated:
+        raise GanModelError(f"{generator_path}: weights {mine[:12]} were not evaluated ({source} describes "
+                            f"generator {evaluated[:12]}); re-run the evaluate stage")
+    return mine
+
+
+def check_weights(generator_path: str | os.PathLike[str], metrics: dict[str, Any], logged_model: Any,
+                  source: str) -> str:
+    """`check_evaluated`, and the train run's logged model must hold the same weights."""
+    mine = check_evaluated(generator_path, metrics, source)
+    logged = (logged_model.tags or {}).get(WEIGHTS_HASH_TAG)
+    if logged != mine:
+        raise GanModelError(f"logged model {logged_model.model_id}: weights {str(logged)[:12]} differ from "
+                            f"{generator_path} ({mine[:12]}); re-run the train stage")
+    return mine
+
+
+def current_champion(name: str) -> Champion | None:
+    """The champion as the gate sees it: its protocol tags and the FID on its logged model."""
+    mv = models.get_alias(name, CHAMPION)
+    if mv is None:
+        return None
+    fid = None
+    if model_id := models.version_model_id(mv):
+        try:
+            fid = models.latest_model_metric(models.get_logged_model(model_id), "fid")
+        except GanModelError:
+            fid = None
+    if fid is None and "metric.fid" in mv.tags:  # registered before metrics lived on the model
+        try:
+            fid = float(mv.tags["metric.fid"])
+        except ValueError:
+            fid = None
+    return Champion(str(mv.version), Protocol.from_tags(mv.tags), fid)
+
+
+def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str, Any], cfg: RegisterParams,
+                       *, model_id: str, run_ids: dict[str, str], git_commit: str,
+                       source: str = "evaluation metrics") -> dict[str, Any]:
+    """Register the logged model `model_id` (the train run's) once per weights and apply the gate.
+
+    Refuses, before anything is registered, metrics that lack what the gate needs and weights
+    other than the evaluated ones. Prints the decision. Returns {model_name, version, decision,
+    reason, champion_version, weights_hash, created}.
+    """
+    check_metrics(metrics, source)
+    name = cfg.model_name
+    if "'" in name or "`" in name:
+        raise GanModelError(f"register.model_name: quotes are not allowed in a model name ({name!r})")
+    logged_model = models.get_logged_model(model_id)
+    weights_hash = check_weights(generator_path, metrics, logged_model, source)
+    tags = version_tags(metrics, cfg, weights_hash=weights_hash, run_ids=run_ids, git_commit=git_commit)
+
+    existing = models.find_version(name, weights_hash)
+    champion = current_champion(name)
+    if existing is None:
+        mv = models.register_model(f"models:/{model_id}", name, tags)
+        version, created = str(mv.version), True
+    else:
+        version, created = str(existing.version), False
+        models.set_version_tags(name, version, tags, current=existing.tags)
+        legacy = [k for k in existing.tags if k.startswith(LEGACY_TAG_PREFIXES)]
+        models.delete_version_tags(name, version, legacy)
+
+    # Described after register_model creates the model: creating it first made MLflow announce
+    # "Registered model ... already exists" on the very first registration.
+    models.describe_model(name, MODEL_DESCRIPTION)
+    d = decide(metrics, cfg, champion, version)
+    models.set_version_tags(name, version, {DECISION_TAG: d.decision, REASON_TAG: d.reason})
+    if d.decision == CHAMPION:
+        if champion is not None and champion.version != version:
+            models.set_version_tags(name, champion.version, {SUPERSEDED_TAG: version})
+        models.set_alias(name, CHAMPION, version)
+        challenger = models.get_alias(name, CHALLENGER)
+        if challenger is not None and str(challenger.version) == version:
+            models.delete_alias(name, CHALLENGER)
+        champion_version = version
+    else:
+        models.set_alias(name, CHALLENGER, version)
+        champion_version = champion.version if champion is not None else None
+
+    what = "new version" if created else "existing version (same weights)"
+    print(f"register: {name} v{version} ({what}) -> {d.decision}: {d.reason}")
+    return {"model_name": name, "version": int(version), "decision": d.decision, "reason": d.reason,
+            "champion_version": int(champion_version) if champion_version is not None else None,
+            "weights_hash": weights_hash, "created": created}
