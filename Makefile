@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 ui: $(STAMP)
 	@$(BIN)/python -c "from ganmodel.config import load_params; from ganmodel.tracking.store import experiment_url; \
-		print('the pipeline runs: ' + experiment_url(load_params().tracking.experiment))"
+		print('the pipeline runs, once the UI is up: ' + experiment_url(load_params().tracking.experiment))"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlruns/mlflow.db" --host 127.0.0.1 --port 5000
 
 clean:

@@ -213,8 +213,8 @@ def load_data(params_path: str, prepared: str | None) -> torch.Tensor:
     from ganmodel.train_local import load_train_images
 
     params = load_params(params_path)
-    images, _ = load_train_images(params, prepared)
-    return images
+    split, _ = load_train_images(params, prepared)
+    return split.images
 
 
 def train_config(params_path: str, precision: str = "fp32", world_size: int = 1):

@@ -1,10 +1,11 @@
 """Model files: the shipped generator and the evaluation classifier, in one format.
 
-A model file is `torch.save` of plain data: `{"kind": "generator" | "classifier", "state_dict":
-{name: tensor}, "meta": {...}}`, loaded with `weights_only=True` (no pickled classes, no code).
-`meta` holds what rebuilds the network (generator: `arch`, `z_dim`; classifier: `feature_dim`,
-`n_classes`) and where it came from (dataset, data hash). A file's identity is the hash of its
-weights (`weights_hash`), not of its bytes: the gate and the registry key on it.
+A model file is `torch.save` of plain data: `{"kind": "generator" | "classifier",
+"state_dict": {name: tensor}, "meta": {...}}`, loaded with `weights_only=True` (no pickled
+classes, no code). `meta` holds what rebuilds the network (generator: `arch`, `z_dim`,
+`conditional`, `n_classes`; classifier: `feature_dim`, `n_classes`) and where it came from
+(dataset, data hash). A file's identity is the hash of its weights (`weights_hash`), not of its
+bytes: the gate and the registry key on it.
 
 This module imports torch, the network families and nothing of training, tracking or params, so
 the served model can load a generator without the training stack.
@@ -84,7 +85,8 @@ def load_generator(path: str | os.PathLike[str],
         raise GanModelError(f"{path}: unknown generator architecture {meta.get('arch')!r}; "
                             f"expected one of {sorted(GENERATORS)}")
     try:
-        g = build_generator(meta["arch"], int(meta["z_dim"]))
+        n_classes = int(meta.get("n_classes", 0)) if meta.get("conditional") else 0
+        g = build_generator(meta["arch"], int(meta["z_dim"]), n_classes)
         g.load_state_dict(sd)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise GanModelError(f"{path}: weights do not match arch {meta.get('arch')!r}, "

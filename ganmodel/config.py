@@ -82,11 +82,13 @@ class ClassifierParams(_Section):
 # explicitly next to a preset must agree with it, or params are rejected naming both keys: a value
 # that `dvc exp show` lists is always the value that trained. `custom` sets nothing, so every recipe
 # key comes from params (or its default, the seed's value).
-RECIPE_KEYS = ("arch", "loss", "lr", "betas", "batch_size", "z_dim", "ema_decay", "spectral_norm")
+RECIPE_KEYS = ("arch", "conditional", "loss", "lr_g", "lr_d", "betas", "batch_size", "z_dim", "d_steps",
+               "r1_gamma", "augment", "ema_decay", "ema_rampup", "spectral_norm")
 # The classic MLP GAN of the seed article, exactly: the baseline every improvement is measured against.
 SEED_PRESET: dict[str, Any] = {
-    "arch": "mlp", "loss": "bce", "lr": 2e-4, "betas": (0.9, 0.999), "batch_size": 128,
-    "z_dim": 100, "ema_decay": 0.0, "spectral_norm": False,
+    "arch": "mlp", "conditional": False, "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.9, 0.999),
+    "batch_size": 128, "z_dim": 100, "d_steps": 1, "r1_gamma": 0.0, "augment": (), "ema_decay": 0.0,
+    "ema_rampup": False, "spectral_norm": False,
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "custom": {},
@@ -94,7 +96,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed's widths and loss with the usual MLP-GAN stabilisers: LeakyReLU, BatchNorm in G,
     # Dropout in D (arch mlp_leaky), DCGAN's beta1 0.5 and an EMA generator.
     "mlp_leaky": {**SEED_PRESET, "arch": "mlp_leaky", "betas": (0.5, 0.999), "ema_decay": 0.995},
+    # The best recipe at the `make run` budget on this project's CPUs (benchmarks/quality.py): the
+    # `conv` family (no BatchNorm in D), hinge loss with spectral norm (Miyato et al. 2018), Adam
+    # (0, 0.9) at 2e-3 for both nets, batch 64, an EMA generator with ramp-up.
+    "conv_sn": {**SEED_PRESET, "arch": "conv", "loss": "hinge", "spectral_norm": True, "lr_g": 2e-3,
+                "lr_d": 2e-3, "betas": (0.0, 0.9), "batch_size": 64, "z_dim": 64, "ema_decay": 0.999,
+                "ema_rampup": True},
 }
+# The same recipe, conditional: G asked for a class, a projection D (Miyato & Koyama 2018).
+PRESETS["conv_sn_cond"] = {**PRESETS["conv_sn"], "conditional": True, "lr_g": 1e-3, "lr_d": 1e-3}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -109,16 +119,23 @@ class TrainParams(_Section):
 
     preset: str = "custom"
     arch: str = "mlp"
+    conditional: bool = False  # G and D take the class label (n_classes from the prepared data)
     loss: str = "bce"
     epochs: int = Field(60, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(2e-4, gt=0.0)
+    lr_g: float = Field(2e-4, gt=0.0)  # two time-scale update rule: G's and D's own rates
+    lr_d: float = Field(2e-4, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     z_dim: int = Field(100, ge=1)
+    d_steps: int = Field(1, ge=1)  # D updates per G update
+    r1_gamma: float = Field(0.0, ge=0.0)  # weight of the R1 penalty on real data (0: off)
+    augment: tuple[str, ...] = ()  # DiffAugment ops applied to everything D sees
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    ema_rampup: bool = False  # decay min(ema_decay, (1 + t) / (10 + t)) at step t
     spectral_norm: bool = False
     num_workers: int = Field(2, ge=1)
+    cpus_per_worker: int | None = Field(None, ge=1)  # null: a local instance's CPUs shared out, else 1
     use_gpu: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
     ray_address: str | None = None
@@ -183,6 +200,17 @@ class TrainParams(_Section):
             raise ValueError(f"unknown loss {v!r}; expected one of {sorted(LOSSES)}")
         return v
 
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from ganmodel.augment import AUGMENTATIONS
+
+        if unknown := [a for a in v if a not in AUGMENTATIONS]:
+            raise ValueError(f"unknown augmentation {unknown[0]!r}; expected some of {sorted(AUGMENTATIONS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an augmentation twice")
+        return v
+
     @field_validator("ray_address")
     @classmethod
     def _addr(cls, v: str | None) -> str | None:
@@ -210,16 +238,19 @@ class EvaluateParams(_Section):
     grid_size: int = Field(64, ge=1)
     nn_rows: int = Field(8, ge=1)
     # Metric names from the registry in ganmodel/evaluation/metrics.py.
-    metrics: tuple[str, ...] = ("fid", "kid", "inception_score", "prdc", "class_coverage")
+    # cond_accuracy and cas apply to conditional generators only.
+    metrics: tuple[str, ...] = ("fid", "kid", "inception_score", "prdc", "class_coverage", "cond_accuracy",
+                                "cas")
+    cas_epochs: int = Field(30, ge=1)  # training of CAS's classifier on N generated images
 
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from ganmodel.evaluation.metrics import METRICS, REQUIRED_METRICS
+        from ganmodel.evaluation.metrics import METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
 
-        unknown = [m for m in v if m not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric {unknown[0]!r}; expected some of {sorted(METRICS)}")
+        known = [*METRICS, *PROTOCOL_METRICS]
+        if unknown := [m for m in v if m not in known]:
+            raise ValueError(f"unknown metric {unknown[0]!r}; expected some of {sorted(known)}")
         if missing := [m for m in REQUIRED_METRICS if m not in v]:
             raise ValueError(f"must include {', '.join(missing)} (the register gate reads them)")
         if len(set(v)) != len(v):

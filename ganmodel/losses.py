@@ -57,11 +57,22 @@ LOSSES: dict[str, GANLoss] = {
 
 GRADIENT_PENALTY = {"wgan_gp": 10.0}
 
+Critic = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (D with its labels and augmentation)
 
-def gradient_penalty(d: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+
+def gradient_penalty(d: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP: E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani et al. 2017, eq. 3)."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     out = d(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+def r1_penalty(d: Critic, real: torch.Tensor) -> torch.Tensor:
+    """R1: E[||grad_x D(x)||^2] on real data (Mescheder et al. 2018, "Which Training Methods for GANs
+    do actually Converge?", eq. 9); the loop weighs it by gamma / 2. The gradient is taken with
+    respect to the images before D's augmentation, as in StyleGAN2-ADA."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+    return grad.flatten(1).square().sum(dim=1).mean()

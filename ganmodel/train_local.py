@@ -22,7 +22,7 @@ from ganmodel.errors import GanModelError
 
 # `--flag` overrides of `train.<flag>`: explicit keys, under the same rule as in params.yaml (a key
 # that disagrees with the chosen preset is an error naming both).
-_OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "precision", "arch", "loss", "seed", "lr",
+_OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "precision", "arch", "loss", "seed", "lr_g", "lr_d",
               "ema_decay")
 
 
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--arch")
     ap.add_argument("--loss")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--lr", type=float)
+    ap.add_argument("--lr-g", type=float)
+    ap.add_argument("--lr-d", type=float)
     ap.add_argument("--ema-decay", type=float)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--generator", default=None, help="write the trained generator here (.pt)")
@@ -68,13 +69,14 @@ def train_params(args: argparse.Namespace):
 
 
 def load_train_images(params, prepared: str | None):
-    """(uint8 [N, 1, 28, 28] train images, data meta {dataset, data_hash})."""
+    """(the train split: uint8 images [N, 1, 28, 28] and labels, data meta {dataset, data_hash,
+    classes})."""
     from ganmodel.data.prepared import load_split, read_meta
 
     if prepared:
         meta = read_meta(prepared)
-        return load_split(prepared, "train").images, {"dataset": meta["dataset"],
-                                                      "data_hash": meta["data_hash"]}
+        return load_split(prepared, "train"), {"dataset": meta["dataset"], "data_hash": meta["data_hash"],
+                                               "classes": meta["classes"]}
     from ganmodel.data.prepared import data_hash, make_splits
     from ganmodel.data.sources import load_mnist5k
 
@@ -83,8 +85,10 @@ def load_train_images(params, prepared: str | None):
         raise GanModelError(
             f"data.dataset: {d.dataset!r} needs the prepare stage; pass --prepared DIR "
             "(only mnist5k is built on the fly)")
-    splits = make_splits(load_mnist5k(d.raw_dir, False), d.val_fraction, d.test_fraction, d.seed)
-    return splits["train"].images, {"dataset": "mnist5k", "data_hash": data_hash(splits)}
+    raw = load_mnist5k(d.raw_dir, False)
+    splits = make_splits(raw, d.val_fraction, d.test_fraction, d.seed)
+    meta = {"dataset": "mnist5k", "data_hash": data_hash(splits), "classes": list(raw.classes)}
+    return splits["train"], meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         raise GanModelError(f"--generator {args.generator}: directory {Path(args.generator).parent} "
                             "does not exist")
     t0 = time.perf_counter()
-    images, data_meta = load_train_images(params, args.prepared)
+    split, data_meta = load_train_images(params, args.prepared)
+    images = split.images
     print(f"data: {images.shape[0]} train images ({data_meta['dataset']}) "
           f"in {time.perf_counter() - t0:.1f}s; device {args.device}, "
           f"{torch.get_num_threads()} threads, {cfg.arch}/{cfg.loss}, batch {cfg.batch_size}, "
@@ -109,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ganmodel.training.job import run_local
 
-    outcome = run_local(cfg, images, device=args.device)
+    outcome = run_local(cfg, images, device=args.device, labels=split.labels,
+                        n_classes=len(data_meta["classes"]))
     steady = outcome.steady_images_per_sec
     last = outcome.history[-1]
     print(f"done: {cfg.epochs} epochs in {outcome.wall_time_s:.1f}s, steady {steady:.0f} images/s "

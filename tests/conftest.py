@@ -30,7 +30,7 @@ def train_cfg() -> Callable[..., object]:
 
     def make(**overrides: object) -> TrainParams:
         base = dict(arch="mlp", loss="bce", epochs=2, steps_per_epoch=3, batch_size=64, num_workers=1,
-                    lr=2e-4, z_dim=100, seed=0)
+                    lr_g=2e-4, lr_d=2e-4, z_dim=100, seed=0)
         base.update(overrides)
         return TrainParams(**base)
 
@@ -68,3 +68,48 @@ def write_mnist_raw() -> Callable[..., dict[str, np.ndarray]]:
         return arrays
 
     return write
+
+
+@pytest.fixture(scope="session")
+def mnist5k() -> dict[str, object]:
+    """The embedded mnist5k digits, split as the prepare stage does (train 4000, val 500, test 500)."""
+    from ganmodel.data.prepared import make_splits
+    from ganmodel.data.sources import load_mnist5k
+
+    return make_splits(load_mnist5k("unused", False), 0.1, 0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digit_classifier(mnist5k):
+    """A feature network for learning tests: the evaluation classifier's architecture trained on
+    the mnist5k train split for a few epochs (~97% on test), seed 1, not the pipeline's."""
+    import torch
+
+    from ganmodel.classifier.training import train_classifier
+    from ganmodel.config import ClassifierParams
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    res = train_classifier(ClassifierParams(epochs=4, seed=1), mnist5k["train"], mnist5k["val"],
+                           mnist5k["test"], 10, log=lambda _m: None)
+    assert res.test_accuracy > 0.95, res.test_accuracy
+    return res.model.eval()
+
+
+@pytest.fixture(scope="session")
+def conditional_generator_file(mnist5k, tmp_path_factory) -> Path:
+    """A conditional conv generator trained 900 seeded steps on mnist5k (the conv_sn_cond recipe),
+    saved as the train stage saves one (for the learning, CLI and serving tests that ask it for
+    classes)."""
+    from ganmodel.artifacts import save_generator
+    from ganmodel.config import TrainParams
+    from ganmodel.training.job import run_local
+    from ganmodel.training.outputs import generator_meta
+
+    cfg = TrainParams(preset="conv_sn_cond", epochs=15, steps_per_epoch=60, num_workers=1, seed=0)
+    train = mnist5k["train"]
+    out = run_local(cfg, train.images, labels=train.labels, n_classes=10)
+    path = tmp_path_factory.mktemp("conditional") / "generator.pt"
+    data = {"dataset": "mnist5k", "data_hash": "d" * 64, "classes": [str(c) for c in range(10)]}
+    meta = generator_meta(cfg, data)
+    save_generator(out.generator, meta, path)
+    return path

@@ -38,13 +38,13 @@ def test_repo_params_load(repo_root: Path) -> None:
     # article's recipe: MLP G/D, BCE, Adam lr 2e-4 with default betas, batch 128, z 100, no EMA/SN.
     raw["train"]["preset"] = "seed"
     t = parse_params(raw).train
-    assert (t.arch, t.loss, t.lr, t.betas, t.batch_size, t.z_dim, t.ema_decay, t.spectral_norm) == (
+    assert (t.arch, t.loss, t.lr_g, t.betas, t.batch_size, t.z_dim, t.ema_decay, t.spectral_norm) == (
         "mlp", "bce", 2e-4, (0.9, 0.999), 128, 100, 0.0, False)
 
 
 @pytest.mark.parametrize(("key", "value", "shown"), [
-    ("lr", "1e-3", "'1e-3'"),         # as `dvc exp run -S train.lr=1e-3` writes it (a YAML string)
-    ("lr", 0.001, "0.001"),
+    ("lr_g", "1e-3", "'1e-3'"),       # as `dvc exp run -S train.lr_g=1e-3` writes it (a YAML string)
+    ("lr_d", 0.001, "0.001"),
     ("betas", [0.5, 0.999], "[0.5, 0.999]"),
     ("arch", "dcgan", "'dcgan'"),
 ])
@@ -60,11 +60,11 @@ def test_a_key_that_disagrees_with_the_preset_is_refused_naming_both(repo_root: 
 
 def test_keys_that_agree_with_the_preset_or_no_preset(repo_root: Path):
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
-    raw["train"].update(preset="seed", lr="2e-4", betas=[0.9, 0.999], arch="mlp")
-    assert parse_params(raw).train.lr == 2e-4
-    raw["train"].update(preset="custom", lr="1e-3", arch="dcgan")
+    raw["train"].update(preset="seed", lr_g="2e-4", betas=[0.9, 0.999], arch="mlp")
+    assert parse_params(raw).train.lr_g == 2e-4
+    raw["train"].update(preset="custom", lr_g="1e-3", arch="dcgan")
     t = parse_params(raw).train
-    assert (t.lr, t.arch, t.betas) == (1e-3, "dcgan", (0.9, 0.999))
+    assert (t.lr_g, t.lr_d, t.arch, t.betas) == (1e-3, 2e-4, "dcgan", (0.9, 0.999))
     raw["train"]["preset"] = "nope"
     with pytest.raises(GanModelError, match="train.preset: unknown preset 'nope'"):
         parse_params(raw)
@@ -117,8 +117,8 @@ def test_error_names_the_source_file(tmp_path: Path) -> None:
         ({"train": {"epochs": "ten"}}, "train.epochs"),
         ({"train": {"epochs": 2.5}}, "train.epochs"),
         ({"train": {"epochs": True}}, "train.epochs"),
-        ({"train": {"lr": "fast"}}, "train.lr"),
-        ({"train": {"lr": True}}, "train.lr"),
+        ({"train": {"lr_g": "fast"}}, "train.lr_g"),
+        ({"train": {"lr_d": True}}, "train.lr_d"),
         ({"train": {"use_gpu": "maybe"}}, "train.use_gpu"),
         ({"train": {"betas": [0.5]}}, "train.betas"),
         ({"train": {"storage_path": 5}}, "train.storage_path"),
@@ -137,7 +137,7 @@ def test_wrong_type(raw: dict, key: str) -> None:
     [
         ({"train": {"batch_size": 0}}, "train.batch_size"),
         ({"train": {"epochs": 0}}, "train.epochs"),
-        ({"train": {"lr": 0.0}}, "train.lr"),
+        ({"train": {"lr_g": 0.0}}, "train.lr_g"),
         ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
         ({"train": {"betas": [0.5, 1.0]}}, "train.betas"),
         ({"train": {"num_workers": 0}}, "train.num_workers"),

@@ -36,8 +36,11 @@ WORLD = 2
 BATCH = 32
 GRAD_STEPS = 3
 IDENTITY_CASES = {
-    # BatchNorm in G and D, EMA on: buffers must be synced, EMA must follow identical weights.
+    # BatchNorm in G, EMA on: buffers must be synced, EMA must follow identical weights.
     "dcgan": dict(arch="dcgan", loss="bce", ema_decay=0.9),
+    # The default recipe's family, conditional, augmented, R1 and 2 D steps per G step.
+    "conv": dict(arch="conv", loss="hinge", ema_decay=0.9, ema_rampup=True, spectral_norm=True,
+                 augment=("translation", "cutout"), r1_gamma=1.0, d_steps=2),
     "mlp": dict(arch="mlp", loss="hinge", ema_decay=0.5),
     # The default family: BatchNorm in G, Dropout in D; spectral norm adds D buffers (u, v).
     "mlp_leaky": dict(arch="mlp_leaky", loss="bce", ema_decay=0.9, spectral_norm=True),
@@ -61,7 +64,7 @@ def _quiet(_msg: str) -> None:
 
 def _cfg(**kw: Any) -> TrainParams:
     base = dict(arch="mlp", loss="bce", epochs=2, steps_per_epoch=3, batch_size=BATCH, num_workers=WORLD,
-                lr=2e-4, z_dim=100, seed=0)
+                lr_g=2e-4, lr_d=2e-4, z_dim=100, seed=0)
     base.update(kw)
     return TrainParams(**base)
 
@@ -157,14 +160,14 @@ def test_ranks_hold_identical_state(ddp, case: str) -> None:
     for part in ("g", "d", "ema", "opt_g", "opt_d"):
         assert r0[part], part
         _assert_identical(r0[part], r1[part], f"{case}.{part}")
-    # Not vacuous: training moved the weights, EMA lags G, and (dcgan) the BatchNorm running
-    # statistics were updated (then averaged across ranks: without that sync they would differ,
-    # since each rank normalises its own half of the batch).
+    # Not vacuous: training moved the weights, EMA lags G, and G's BatchNorm running statistics
+    # were updated (then averaged across ranks: without that sync they would differ, since each
+    # rank normalises its own half of the batch). No family has BatchNorm in D.
     g0 = build_state(_cfg(**IDENTITY_CASES[case], num_workers=1), Context()).g.state_dict()
     assert any(not torch.equal(g0[k], r0["g"][k]) for k in g0)
     assert any(not torch.equal(r0["ema"][k], r0["g"][k]) for k in r0["g"] if r0["g"][k].is_floating_point())
     if case in ("dcgan", "mlp_leaky"):
-        for part in ("g", "d") if case == "dcgan" else ("g",):
+        for part in ("g",):
             means = {k: v for k, v in r0[part].items() if k.endswith("running_mean")}
             assert means, f"{part}: no BatchNorm"
             assert all(v.abs().max() > 0 for v in means.values()), f"{part}: BatchNorm stats never updated"

@@ -193,3 +193,42 @@ def test_generator_file_whose_weights_do_not_match_its_arch(tmp_path):
     p = _run(["generate", "--model", str(path), "--out", "x.npy"], tmp_path)
     _one_line_error(p, "mismatch.pt: weights do not match arch 'dcgan'")
     assert not (tmp_path / "x.npy").exists()
+
+
+# --- conditional generators: the classes asked for ------------------------------------------------
+
+
+def test_labels_on_an_unconditional_generator_are_refused(tmp_path):
+    gen = make_generator(tmp_path / "g.pt")
+    p = _run(["generate", "--model", str(gen), "--label", "7", "--out", str(tmp_path / "x.npy")], tmp_path)
+    _one_line_error(p, "--label: this generator is unconditional")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_a_conditional_generator_makes_the_asked_classes(conditional_generator_file, digit_classifier,
+                                                          tmp_path, capsys):
+    import torch
+    from PIL import Image
+
+    from ganmodel.evaluation.features import extract
+
+    out = tmp_path / "s.npy"
+    code, _ = _in_process(["generate", "--model", str(conditional_generator_file), "-n", "40", "--labels",
+                           "3,7", "--out", str(out)], capsys)
+    assert code == 0
+    images = torch.from_numpy(np.load(out))
+    _, logits = extract(digit_classifier, images, 40)
+    asked = torch.tensor([3] * 20 + [7] * 20)  # equal runs, in the order given
+    assert (logits.argmax(1) == asked).double().mean() >= 0.8
+
+    grid = tmp_path / "g.png"
+    assert _in_process(["generate", "--model", str(conditional_generator_file), "-n", "30", "--out",
+                        str(grid)], capsys)[0] == 0
+    w, h = Image.open(grid).size
+    assert (w, h) == (2 + 3 * 30, 2 + 10 * 30)  # every class, one row each: 10 rows of 3
+    code, err = _in_process(["generate", "--model", str(conditional_generator_file), "--label", "10",
+                             "--out", str(tmp_path / "y.npy")], capsys)
+    assert code == 2 and "--label: 10 is not a class of this generator (0-9)" in err
+    code, err = _in_process(["generate", "--model", str(conditional_generator_file), "--labels", "1,,2",
+                             "--out", str(tmp_path / "y.npy")], capsys)
+    assert code == 2 and "--labels" in err and len(err.strip().splitlines()) == 1

@@ -12,12 +12,14 @@ import torch
 import torch.multiprocessing as mp
 
 from ganmodel.artifacts import load_generator, save_generator
+from ganmodel.data.prepared import to_unit_range
 from ganmodel.errors import GanModelError
+from ganmodel.losses import LOSSES
 from ganmodel.networks import build_generator
 from ganmodel.training.checkpoint import load_checkpoint, save_checkpoint
 from ganmodel.training.job import outcome_from_state, run_local
 from ganmodel.training.loop import train
-from ganmodel.training.state import N_FIXED_NOISE, Context, GanState, state_dict, unwrap
+from ganmodel.training.state import N_FIXED_NOISE, Context, GanState, build_state, state_dict, unwrap
 
 
 class RecordingTracker:
@@ -122,15 +124,24 @@ def test_run_local(train_cfg, random_images) -> None:
     assert g(outcome.fixed_noise[:2]).shape == (2, 1, 28, 28)
 
 
+LABELS = torch.arange(512) % 10  # classes for `random_images` (conditional runs)
+# Everything the recipe can switch on at once: conditional nets, DiffAugment, R1, 2 D steps per G
+# step, EMA with ramp-up, TTUR.
+KITCHEN_SINK = dict(conditional=True, augment=("translation", "cutout", "color"), r1_gamma=1.0, d_steps=2,
+                    ema_decay=0.9, ema_rampup=True, lr_g=1e-3, lr_d=4e-4, spectral_norm=True)
+
+
 @pytest.mark.parametrize(
-    "arch,loss,ema_decay",
-    [("mlp", "bce", 0.0), ("mlp", "wgan_gp", 0.9), ("dcgan", "hinge", 0.9)],
+    "arch,loss,ema_decay,extra",
+    [("mlp", "bce", 0.0, {}), ("mlp", "wgan_gp", 0.9, {}), ("dcgan", "hinge", 0.9, {}),
+     ("conv", "hinge", 0.9, KITCHEN_SINK)],
 )
 def test_resume_from_checkpoint_is_exact(tmp_path: Path, train_cfg, random_images, arch: str, loss: str,
-                                         ema_decay: float) -> None:
+                                         ema_decay: float, extra: dict) -> None:
     """2 epochs straight == 1 epoch, checkpoint, new process state, resume for 1 more."""
-    kw = dict(arch=arch, loss=loss, ema_decay=ema_decay, steps_per_epoch=2, batch_size=16)
-    full = _train(train_cfg(epochs=2, **kw), random_images)
+    kw = dict(arch=arch, loss=loss, steps_per_epoch=2, batch_size=16, **{"ema_decay": ema_decay, **extra})
+    lab = dict(labels=LABELS, n_classes=10) if extra.get("conditional") else {}
+    full = _train(train_cfg(epochs=2, **kw), random_images, **lab)
 
     ckpt = tmp_path / "ckpt"
 
@@ -138,12 +149,12 @@ def test_resume_from_checkpoint_is_exact(tmp_path: Path, train_cfg, random_image
         assert due
         save_checkpoint(state, Context(), ckpt)
 
-    _train(train_cfg(epochs=1, **kw), random_images, report=report)
+    _train(train_cfg(epochs=1, **kw), random_images, report=report, **lab)
     assert sorted(p.name for p in ckpt.iterdir()) == ["rng_rank0.pt", "state.pt"]
     torch.manual_seed(12345)  # scramble the global RNG: the checkpoint must restore it
     sd = load_checkpoint(ckpt, Context())
     assert sd["epoch"] == 1 and sd["step"] == 2
-    resumed = _train(train_cfg(epochs=2, **kw), random_images, resume=sd)
+    resumed = _train(train_cfg(epochs=2, **kw), random_images, resume=sd, **lab)
 
     assert (resumed.epoch, resumed.step) == (2, 4)
     assert _same_state_dict(unwrap(full.g).state_dict(), unwrap(resumed.g).state_dict())
@@ -238,7 +249,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, cfg_dict: dict, images: t
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        state = train(TrainParams(**cfg_dict), images, Context(rank, world), log=_quiet)
+        cfg = TrainParams(**cfg_dict)
+        lab = dict(labels=LABELS, n_classes=10) if cfg.conditional else {}
+        state = train(cfg, images, Context(rank, world), log=_quiet, **lab)
         if rank == 0:
             torch.save({"g": unwrap(state.g).state_dict(), "history": state.history}, out)
     finally:
@@ -246,20 +259,62 @@ def _ddp_worker(rank: int, world: int, init_file: str, cfg_dict: dict, images: t
 
 
 @pytest.mark.timeout(300)  # a stuck gloo rendezvous must not hang the suite
-def test_two_ranks_match_one_rank(tmp_path: Path, train_cfg, random_images) -> None:
+@pytest.mark.parametrize("extra", [{}, {**KITCHEN_SINK, "ema_decay": 0.0}], ids=["seed", "kitchen-sink"])
+def test_two_ranks_match_one_rank(tmp_path: Path, train_cfg, random_images, extra: dict) -> None:
     """The loop's claim for nets without BatchNorm (the seed MLP): DDP at B/2 per rank == one
-    rank at B. (BatchNorm nets such as dcgan differ by design: batch statistics are per rank.)"""
-    cfg = train_cfg(arch="mlp", epochs=2, steps_per_epoch=1, batch_size=32, num_workers=2)
+    rank at B, conditional, augmented and regularised too: labels, augmentation parameters and
+    noise are drawn for the global batch and sliced. (BatchNorm nets such as dcgan differ by
+    design: batch statistics are per rank.)"""
+    cfg = train_cfg(arch="mlp", epochs=2, steps_per_epoch=2, batch_size=32, num_workers=2, **extra)
     out = tmp_path / "rank0.pt"
     args = (2, str(tmp_path / "init"), cfg.model_dump(), random_images, str(out))
     # fork, not spawn: no second torch import per rank (the workers use one intra-op thread,
     # which is what makes torch safe after fork, as in DataLoader workers).
     mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method="fork")
     ddp = torch.load(out, weights_only=True)
-    single = _train(cfg, random_images)
+    single = _train(cfg, random_images, **(dict(labels=LABELS, n_classes=10) if cfg.conditional else {}))
     ref = unwrap(single.g).state_dict()
     for k, v in ddp["g"].items():
         torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     for h_ddp, h_one in zip(ddp["history"], single.history, strict=True):
         assert h_ddp["d_loss"] == pytest.approx(h_one["d_loss"], rel=1e-4)
         assert h_ddp["g_loss"] == pytest.approx(h_one["g_loss"], rel=1e-4)
+
+
+def test_conditional_training_needs_labels_and_records_its_classes(train_cfg, random_images) -> None:
+    cfg = train_cfg(arch="mlp", conditional=True, epochs=1, steps_per_epoch=2, batch_size=20)
+    with pytest.raises(GanModelError, match="train.conditional"):
+        _train(cfg, random_images)
+    state = _train(cfg, random_images, labels=LABELS, n_classes=10)
+    assert unwrap(state.g).n_classes == 10
+    assert state.fixed_labels.tolist() == [c for c in range(10) for _ in range(8)]  # a row per class
+    assert state.fixed_noise.shape == (80, 100)
+    assert state_dict(state)["fixed_labels"].tolist() == state.fixed_labels.tolist()
+
+
+def test_d_steps_update_g_once_per_d_steps(train_cfg, random_images) -> None:
+    cfg = train_cfg(epochs=1, steps_per_epoch=6, batch_size=16, d_steps=3)
+    state = build_state(cfg, Context())
+    counts = {"g": 0, "d": 0}
+    state.opt_g.register_step_post_hook(lambda *_: counts.__setitem__("g", counts["g"] + 1))
+    state.opt_d.register_step_post_hook(lambda *_: counts.__setitem__("d", counts["d"] + 1))
+    from ganmodel.training.loop import StepSpec, d_step, g_step
+
+    spec = StepSpec(LOSSES["bce"])
+    for i in range(6):
+        real = to_unit_range(random_images[i * 16:(i + 1) * 16])
+        fake = state.g(torch.randn(16, 100))
+        d_step(state, real, fake, None, spec)
+        if (i + 1) % cfg.d_steps == 0:
+            g_step(state, fake, None, spec)
+    assert counts == {"d": 6, "g": 2}
+    out = _train(cfg, random_images)  # the loop itself: step counts D updates
+    assert out.step == 6
+
+
+def test_ema_rampup_follows_the_step(train_cfg) -> None:
+    from ganmodel.training.state import ema_decay_at
+
+    cfg = train_cfg(ema_decay=0.999, ema_rampup=True)
+    assert [round(ema_decay_at(cfg, t), 4) for t in (0, 10, 1000, 100000)] == [0.1, 0.55, 0.9911, 0.999]
+    assert ema_decay_at(train_cfg(ema_decay=0.999), 0) == 0.999

@@ -19,6 +19,7 @@ from ganmodel.evaluation.features import extract, sample_images
 from ganmodel.evaluation.metrics import (
     DEFAULT_METRICS,
     METRICS,
+    PROTOCOL_METRICS,
     Comparison,
     EvalSpec,
     compare,
@@ -248,7 +249,7 @@ def test_metrics_are_chosen_by_name(classifier, random_images):
     real, _ = extract(classifier, random_images[:60], batch_size=60)
     fake, logits = extract(classifier, random_images[60:120], batch_size=60)
     c = Comparison(real, torch.arange(60) % 10, fake, logits, seed=0, kid_subsets=3, kid_subset_size=30)
-    assert set(DEFAULT_METRICS) <= set(METRICS)
+    assert set(DEFAULT_METRICS) <= set(METRICS) | set(PROTOCOL_METRICS)
     only_fid = compare(c, ["fid"])
     assert set(only_fid) == {"fid", "n_samples"}
     everything = compare(c, DEFAULT_METRICS)

@@ -95,14 +95,17 @@ def test_our_weights_load_into_the_seed() -> None:
 
 
 def test_registry_builds_every_family() -> None:
-    assert set(GENERATORS) == set(DISCRIMINATORS) >= {"mlp", "dcgan"}
+    assert set(GENERATORS) == set(DISCRIMINATORS) >= {"mlp", "mlp_leaky", "dcgan", "conv"}
     assert isinstance(build_generator("mlp", 100), MLPGenerator)
     assert isinstance(build_discriminator("mlp"), MLPDiscriminator)
     assert isinstance(build_generator("dcgan", 64), DCGANGenerator)
     assert isinstance(build_discriminator("dcgan"), DCGANDiscriminator)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "mlp_leaky", "dcgan"])
+FAMILIES = ["mlp", "mlp_leaky", "dcgan", "conv"]
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
 @pytest.mark.parametrize("z_dim", [100, 16])
 def test_generator_and_discriminator_shapes(arch: str, z_dim: int) -> None:
     torch.manual_seed(0)
@@ -117,7 +120,37 @@ def test_generator_and_discriminator_shapes(arch: str, z_dim: int) -> None:
     assert g(torch.randn(1, z_dim)).shape == (1, 1, 28, 28)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "mlp_leaky", "dcgan"])
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_conditional_nets_take_one_label_per_row(arch: str) -> None:
+    torch.manual_seed(0)
+    g, d = build_generator(arch, 16, n_classes=10), build_discriminator(arch, True, n_classes=10)
+    z, y = torch.randn(6, 16), torch.arange(6) % 10
+    img = g(z, y)
+    assert img.shape == (6, 1, 28, 28) and d(img, y).shape == (6,)
+    assert g.n_classes == 10 and build_generator(arch, 16).n_classes == 0
+    # The label changes the output (it is read), for G and for D's projection.
+    g.eval()
+    assert not torch.allclose(g(z, y), g(z, (y + 1) % 10))
+    with torch.no_grad():
+        d.embed.parametrizations.weight.original.normal_()  # the projection starts near zero
+    assert not torch.allclose(d(img, y), d(img, (y + 1) % 10))
+    with pytest.raises(ValueError, match="expected integer labels"):
+        g(z)
+    with pytest.raises(ValueError, match="expected integer labels \\[6\\]"):
+        d(img, y[:3])
+    with pytest.raises(ValueError, match="unconditional network takes no labels"):
+        build_generator(arch, 16)(z, y)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "conv"])
+def test_conv_discriminators_have_no_batchnorm(arch: str) -> None:
+    """BatchNorm in D normalises the D step (real + fake) and the G step (fake only) differently;
+    G then learns to fool the fake-only statistics and collapses."""
+    d = build_discriminator(arch, n_classes=10)
+    assert not [m for m in d.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
 def test_wrong_input_shapes_raise(arch: str) -> None:
     g, d = build_generator(arch, 100), build_discriminator(arch)
     with pytest.raises(ValueError, match="expected shape"):
@@ -132,12 +165,14 @@ def test_wrong_input_shapes_raise(arch: str) -> None:
         d(torch.randn(4, 1, 32, 32))
 
 
-@pytest.mark.parametrize("arch", ["mlp", "mlp_leaky", "dcgan"])
+@pytest.mark.parametrize("arch", FAMILIES)
 def test_spectral_norm_wraps_every_weight_layer_of_d(arch: str) -> None:
     from torch.nn.utils import parametrize
 
     d = build_discriminator(arch, spectral_norm=True)
     layers = [m for m in d.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    cond = build_discriminator(arch, spectral_norm=True, n_classes=10)
+    assert parametrize.is_parametrized(cond.embed, "weight")  # the projection too
     assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
     assert not any(parametrize.is_parametrized(m) for m in build_discriminator(arch).modules())
     torch.manual_seed(0)

@@ -63,16 +63,17 @@ def test_to_latents_rejects_with_invalid_parameter_value(bad, words):
     assert words in exc.value.message
 
 
-@pytest.mark.parametrize(("labels", "ok"), [
-    (None, True), ([], True), ([0, 9], True), ([1], False), ([0, 10], False), ([-1, 0], False),
-    ([0.5, 1.0], False),
+@pytest.mark.parametrize(("labels", "n_classes", "ok"), [
+    (None, 10, True), ([], 10, True), ([0, 9], 10, True), ([1], 10, False), ([0, 10], 10, False),
+    ([-1, 0], 10, False), ([0.5, 1.0], 10, False), ([0, 1], 0, False), (None, 0, True), ([], 0, True),
 ])
-def test_labels_are_validated(labels, ok):
+def test_labels_are_validated(labels, n_classes, ok):
     if ok:
-        to_labels(labels, 2)
+        to_labels(labels, 2, n_classes)
     else:
-        with pytest.raises(MlflowException):
-            to_labels(labels, 2)
+        with pytest.raises(MlflowException) as exc:
+            to_labels(labels, 2, n_classes)
+        assert exc.value.get_http_status_code() == 400
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def test_pyfunc_from_registry_matches_the_generator(registered):
     assert spec == {"inputs": {"dtype": "float32", "shape": [-1, Z]},
                     "outputs": {"dtype": "float32", "shape": [-1, 1, 28, 28]}}
     z = np.random.default_rng(0).standard_normal((4, Z)).astype(np.float32)
-    out = model.predict(z, params={"labels": [1, 2, 3, 4]})
+    out = model.predict(z)
     assert out.shape == (4, 1, 28, 28) and out.dtype == np.float32
     np.testing.assert_allclose(out, _expected(g, z), atol=1e-6)
     with pytest.raises(MlflowException) as exc:
@@ -202,10 +203,8 @@ def test_models_serve_answers_images_and_rejects_bad_input(served, registered):
     assert pred.min() >= -1.0 and pred.max() <= 1.0
     np.testing.assert_allclose(pred, _expected(g, z), atol=1e-5)
 
-    status, body = _post(f"{served}/invocations", {"inputs": z.tolist(), "params": {"labels": [0, 1, 2]}})
-    assert status == 200, body
-
     bad = [
+        {"inputs": z.tolist(), "params": {"labels": [0, 1, 2]}},  # labels for an unconditional model
         {"inputs": np.zeros((2, Z - 1)).tolist()},          # wrong width
         {"inputs": "not a tensor"},                          # a string
         {"inputs": [["x"] * Z]},                             # strings in the tensor
@@ -220,3 +219,48 @@ def test_models_serve_answers_images_and_rejects_bad_input(served, registered):
     # Still serving after the bad requests.
     status, body = _post(f"{served}/invocations", {"inputs": z[:1].tolist()})
     assert status == 200 and np.asarray(body["predictions"]).shape == (1, 1, 28, 28)
+
+
+# --- a conditional generator over REST: the classifier reads back the asked digits -----------------
+
+
+@pytest.fixture(scope="module")
+def served_conditional(conditional_generator_file, mlflow_store, tmp_path_factory):
+    name = unique_name("cgan")
+    register_like_pipeline(mlflow_store.uri, mlflow_store.experiment_id, name, conditional_generator_file)
+    root = tmp_path_factory.mktemp("serve-cond")
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store.uri))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/ping", 90, proc)
+        yield url
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.mark.integration
+def test_served_conditional_model_makes_the_asked_digits(served_conditional, digit_classifier):
+    from ganmodel.evaluation.features import extract
+
+    asked = [3] * 10 + [7] * 10 + [0] * 10
+    z = np.random.default_rng(2).standard_normal((len(asked), 64)).astype(np.float32)
+    url = f"{served_conditional}/invocations"
+    status, body = _post(url, {"inputs": z.tolist(), "params": {"labels": asked}})
+    assert status == 200, body
+    images = torch.from_numpy(np.asarray(body["predictions"], dtype=np.float32))
+    _, logits = extract(digit_classifier, images, 30)
+    read_back = (logits.argmax(1) == torch.tensor(asked)).double().mean()
+    assert read_back >= 0.8, read_back
+    for labels in ([3] * 29, [10] * 30, [-1] * 30):  # wrong length, out of range
+        status, body = _post(url, {"inputs": z.tolist(), "params": {"labels": labels}})
+        assert status == 400 and body.get("message"), (labels, status, body)
+    status, body = _post(url, {"inputs": z[:10].tolist()})
+    assert status == 200  # no labels: its classes in turn
+    _, logits = extract(digit_classifier, torch.tensor(body["predictions"], dtype=torch.float32), 10)
+    assert (logits.argmax(1) == torch.arange(10)).double().mean() >= 0.7

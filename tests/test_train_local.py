@@ -35,17 +35,17 @@ def test_preset_alone_and_with_flags_outside_it():
 
 
 def test_a_flag_that_disagrees_with_the_preset_is_refused_naming_both():
-    with pytest.raises(GanModelError, match=r"train\.lr: 0\.001 conflicts with train\.preset=seed") as exc:
-        _cfg("--preset", "seed", "--lr", "1e-3")
+    with pytest.raises(GanModelError, match=r"train\.lr_g: 0\.001 conflicts with train\.preset=seed") as exc:
+        _cfg("--preset", "seed", "--lr-g", "1e-3")
     assert len(str(exc.value).splitlines()) == 1
-    assert _cfg("--preset", "seed", "--lr", "2e-4").lr == 2e-4  # agreeing is fine
-    cfg = _cfg("--preset", "custom", "--lr", "1e-3", "--batch-size", "64")  # no preset: flags are the recipe
-    assert (cfg.lr, cfg.batch_size, cfg.preset) == (1e-3, 64, "custom")
+    assert _cfg("--preset", "seed", "--lr-g", "2e-4").lr_g == 2e-4  # agreeing is fine
+    cfg = _cfg("--preset", "custom", "--lr-g", "1e-3", "--batch-size", "64")  # no preset: the flags
+    assert (cfg.lr_g, cfg.batch_size, cfg.preset) == (1e-3, 64, "custom")
 
 
 def test_bad_flag_is_a_one_line_error_naming_the_key():
-    with pytest.raises(GanModelError, match=r"command line: train\.lr"):
-        _cfg("--lr", "-1")
+    with pytest.raises(GanModelError, match=r"command line: train\.lr_g"):
+        _cfg("--lr-g", "-1")
 
 
 def test_tiny_run_writes_a_loadable_generator(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,11 +39,40 @@ def _shift(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
     return F.grid_sample(x + 1.0, grid, mode="nearest", padding_mode="zeros", align_corners=False) - 1.0
 
 
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] or float [-1, 1] images as float [-1, 1] (real splits or generated samples)."""
+    return to_unit_range(images) if images.dtype == torch.uint8 else images.float()
+
+
 @torch.no_grad()
 def predict(model: EvalClassifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(to_unit_range(images[i : i + batch_size])).argmax(1)
+    return torch.cat([model(_unit(images[i : i + batch_size])).argmax(1)
                       for i in range(0, images.shape[0], batch_size)])
+
+
+def fit_epoch(model: EvalClassifier, opt: torch.optim.Optimizer, sched: Any, images: torch.Tensor,
+              labels: torch.Tensor, batch_size: int, gen: torch.Generator) -> float:
+    """One epoch of Adam on cross-entropy over shuffled, randomly shifted images; the mean loss."""
+    model.train()
+    n = images.shape[0]
+    perm = torch.randperm(n, generator=gen)
+    total = 0.0
+    for i in range(0, n, batch_size):
+        idx = perm[i : i + batch_size]
+        x = _shift(_unit(images[idx]), gen)
+        loss = F.cross_entropy(model(x), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * idx.numel()
+    return total / n
+
+
+def one_cycle(opt: torch.optim.Optimizer, lr: float, epochs: int, n: int, batch_size: int) -> Any:
+    """The one-cycle schedule (peak 3x lr) over `epochs` passes of `n` images."""
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr * 3, total_steps=epochs * (-(-n // batch_size)))
 
 
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -57,27 +87,14 @@ def train_classifier(cfg: ClassifierParams, train: Split, val: Split, test: Spli
     gen = torch.Generator().manual_seed(cfg.seed)
     model = EvalClassifier(cfg.feature_dim, n_classes)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr * 3, total_steps=cfg.epochs * (-(-train.images.shape[0] // cfg.batch_size)))
+    sched = one_cycle(opt, cfg.lr, cfg.epochs, train.images.shape[0], cfg.batch_size)
     best = (-1.0, None)
     history = []
-    n = train.images.shape[0]
     for epoch in range(cfg.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            x = _shift(to_unit_range(train.images[idx]), gen)
-            loss = F.cross_entropy(model(x), train.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * idx.numel()
+        loss = fit_epoch(model, opt, sched, train.images, train.labels, cfg.batch_size, gen)
         val_acc = (predict(model, val.images) == val.labels).float().mean().item()
-        history.append({"epoch": epoch + 1, "train_loss": total / n, "val_accuracy": val_acc})
-        log(f"classifier epoch {epoch + 1}/{cfg.epochs}  loss {total / n:.4f}  val acc {val_acc:.4f}")
+        history.append({"epoch": epoch + 1, "train_loss": loss, "val_accuracy": val_acc})
+        log(f"classifier epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val acc {val_acc:.4f}")
         if val_acc > best[0]:
             best = (val_acc, {k: v.clone() for k, v in model.state_dict().items()})
     model.load_state_dict(best[1])

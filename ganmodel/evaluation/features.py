@@ -67,9 +67,15 @@ def extract(model: EvalClassifier, images: torch.Tensor, batch_size: int,
     return feats, logits
 
 
+def is_conditional(generator: nn.Module) -> bool:
+    return int(getattr(generator, "n_classes", 0) or 0) > 0
+
+
 @torch.no_grad()
-def sample_images(generator: nn.Module, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
-    """`n` images (float [n, 1, 28, 28] in [-1, 1], on the CPU) from z ~ N(0, I) seeded by `seed`.
+def sample_images(generator: nn.Module, n: int, seed: int, batch_size: int = 500,
+                  labels: torch.Tensor | None = None) -> torch.Tensor:
+    """`n` images (float [n, 1, 28, 28] in [-1, 1], on the CPU) from z ~ N(0, I) seeded by `seed`;
+    a conditional generator is asked for `labels` [n] (required for it, refused otherwise).
 
     All of z is drawn at once from a CPU `torch.Generator`, so the samples depend only on the
     seed and the weights: not on the batch size, the device, or the global RNG (left untouched).
@@ -80,6 +86,10 @@ def sample_images(generator: nn.Module, n: int, seed: int, batch_size: int = 500
         raise GanModelError(f"generator {type(generator).__name__}: has no integer z_dim attribute")
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
+    if is_conditional(generator) != (labels is not None):
+        raise ValueError("labels: a conditional generator needs one per sample, an unconditional one none")
+    if labels is not None and labels.shape != (n,):
+        raise ValueError(f"labels: expected shape [{n}], got {list(labels.shape)}")
     device = _model_device(generator)
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
     out = torch.empty(n, *IMAGE_SHAPE)
@@ -87,7 +97,18 @@ def sample_images(generator: nn.Module, n: int, seed: int, batch_size: int = 500
     generator.eval()
     try:
         for lo in range(0, n, batch_size):
-            out[lo : lo + batch_size] = generator(z[lo : lo + batch_size].to(device)).float().cpu()
+            zb = z[lo : lo + batch_size].to(device)
+            x = generator(zb) if labels is None else generator(zb, labels[lo : lo + batch_size].to(device))
+            out[lo : lo + batch_size] = x.float().cpu()
     finally:
         generator.train(was_training)
     return out
+
+
+def proportional_labels(real_labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """`n` class labels in the proportions of `real_labels`: a seeded random n-subset of them (a
+    conditional generator is asked for the classes real data has, as often as it has them)."""
+    if n > real_labels.shape[0]:
+        raise ValueError(f"n: {n} labels requested from {real_labels.shape[0]}")
+    idx = torch.randperm(real_labels.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return real_labels[idx].cpu().long()

@@ -18,7 +18,7 @@ from torch import nn
 from ganmodel.errors import GanModelError
 from ganmodel.evaluation import coverage, distances
 from ganmodel.evaluation import prdc as prdc_mod
-from ganmodel.evaluation.features import extract, sample_images
+from ganmodel.evaluation.features import extract, is_conditional, sample_images
 from ganmodel.evaluation.realstats import RealStats
 from ganmodel.networks.classifier import EvalClassifier
 
@@ -32,6 +32,9 @@ class Comparison:
     fake_feats: torch.Tensor  # float64 [N, D]
     fake_logits: torch.Tensor  # float64 [N, C]
     seed: int
+    # The class each sample under test was asked for (a conditional generator) or is (a real
+    # set); None for an unconditional generator.
+    fake_labels: torch.Tensor | None = None
     pr_k: int = 3
     kid_subsets: int = 50
     kid_subset_size: int = 500
@@ -81,7 +84,28 @@ def class_coverage(c: Comparison) -> dict[str, float]:
     return coverage.class_coverage(c.fake_logits, c.real_labels, min_relative_share=c.min_relative_share)
 
 
-DEFAULT_METRICS = ("fid", "kid", "inception_score", "prdc", "class_coverage")
+@register_metric
+def cond_accuracy(c: Comparison) -> dict[str, float]:
+    """The evaluation classifier's accuracy on the samples against the classes they were asked
+    for, overall and per class: a pretrained classifier's accuracy on generated data, the first
+    evaluation the seed article names. On a real set it is the classifier's own accuracy (the
+    floor). Unconditional generators have no requested classes: no figure."""
+    if c.fake_labels is None:
+        return {}
+    pred = c.fake_logits.argmax(dim=1)
+    hit = (pred == c.fake_labels).double()
+    out = {"cond_accuracy": float(hit.mean())}
+    for k in range(c.fake_logits.shape[1]):
+        mask = c.fake_labels == k
+        if mask.any():
+            out[f"cond_accuracy_{k}"] = float(hit[mask].mean())
+    return out
+
+
+DEFAULT_METRICS = ("fid", "kid", "inception_score", "prdc", "class_coverage", "cond_accuracy", "cas")
+# Metrics run by the evaluate protocol itself, not on one comparison of features: CAS trains a
+# classifier on the generated images (`ganmodel.evaluation.cas`).
+PROTOCOL_METRICS = ("cas",)
 # The register gate reads fid (for fid_ratio) and classes_covered.
 REQUIRED_METRICS = ("fid", "class_coverage")
 
@@ -94,9 +118,11 @@ def compare(c: Comparison, metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str
                          f"{c.fake_feats.shape[0]}")
     out: dict[str, float] = {}
     for name in metrics:
+        if name in PROTOCOL_METRICS:
+            continue
         if name not in METRICS:
             raise GanModelError(f"evaluate.metrics: unknown metric {name!r}; "
-                                f"expected some of {sorted(METRICS)}")
+                                f"expected some of {sorted([*METRICS, *PROTOCOL_METRICS])}")
         out.update(METRICS[name](c))
     out["n_samples"] = float(c.fake_feats.shape[0])
     return out
@@ -129,9 +155,31 @@ class EvalSpec:
     metrics: tuple[str, ...] = DEFAULT_METRICS
 
     def comparison(self, real_feats: torch.Tensor, real_labels: torch.Tensor, fake_feats: torch.Tensor,
-                   fake_logits: torch.Tensor) -> Comparison:
+                   fake_logits: torch.Tensor, fake_labels: torch.Tensor | None = None) -> Comparison:
         return Comparison(real_feats, real_labels, fake_feats, fake_logits, seed=self.seed, pr_k=self.pr_k,
-                          kid_subsets=self.kid_subsets, kid_subset_size=self.kid_subset_size)
+                          kid_subsets=self.kid_subsets, kid_subset_size=self.kid_subset_size,
+                          fake_labels=fake_labels)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A seeded sample of a generator, featurised: what every metric of it reads."""
+
+    images: torch.Tensor  # float [N, 1, 28, 28] in [-1, 1]
+    labels: torch.Tensor | None  # the classes asked for (conditional), else None
+    feats: torch.Tensor
+    logits: torch.Tensor
+
+
+def generate(generator: nn.Module, classifier: EvalClassifier, real: RealStats, p: EvalSpec,
+             device: str | torch.device | None = None) -> Generated:
+    """`p.n_samples` images from z seeded by `p.seed`; a conditional generator is asked for the
+    classes of the seeded real reference subset, so its labels follow the real proportions."""
+    conditional = is_conditional(generator)
+    labels = _subset(real, p.n_samples, p.seed, "real reference set")[2] if conditional else None
+    images = sample_images(generator, p.n_samples, p.seed, p.batch_size, labels)
+    feats, logits = extract(classifier, images, p.batch_size, device)
+    return Generated(images, labels, feats, logits)
 
 
 def evaluate_generator(generator: nn.Module, classifier: EvalClassifier, real: RealStats, p: EvalSpec,
@@ -140,10 +188,13 @@ def evaluate_generator(generator: nn.Module, classifier: EvalClassifier, real: R
     of the featurised real reference set. `p.seed` fixes z, the reference subset, the KID subsets
     and the IS shuffle. Returns floats (class_coverage adds per-class `class_count_<c>`,
     `class_frac_<c>`, `class_real_frac_<c>`)."""
+    return compare_generated(generate(generator, classifier, real, p, device), real, p)
+
+
+def compare_generated(gen: Generated, real: RealStats, p: EvalSpec) -> dict[str, float]:
+    """Every comparison metric of `p` for a generated sample against the seeded reference subset."""
     feats, _, labels = _subset(real, p.n_samples, p.seed, "real reference set")
-    fake = sample_images(generator, p.n_samples, p.seed, p.batch_size)
-    fake_feats, fake_logits = extract(classifier, fake, p.batch_size, device)
-    return compare(p.comparison(feats, labels, fake_feats, fake_logits), p.metrics)
+    return compare(p.comparison(feats, labels, gen.feats, gen.logits, gen.labels), p.metrics)
 
 
 def real_floor(real_a: RealStats, real_b: RealStats, p: EvalSpec) -> dict[str, float]:
@@ -157,5 +208,5 @@ def real_floor(real_a: RealStats, real_b: RealStats, p: EvalSpec) -> dict[str, f
     if real_a.features.data_ptr() == real_b.features.data_ptr():
         raise GanModelError("real_floor: the two real sets are the same; use two disjoint splits")
     feats_a, _, lab_a = _subset(real_a, p.n_samples, p.seed, "real reference set")
-    feats_b, logits_b, _ = _subset(real_b, p.n_samples, p.seed + 1, "second real set")
-    return compare(p.comparison(feats_a, lab_a, feats_b, logits_b), p.metrics)
+    feats_b, logits_b, lab_b = _subset(real_b, p.n_samples, p.seed + 1, "second real set")
+    return compare(p.comparison(feats_a, lab_a, feats_b, logits_b, lab_b), p.metrics)

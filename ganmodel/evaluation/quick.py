@@ -10,7 +10,7 @@ from torch import nn
 from ganmodel.artifacts import load_classifier
 from ganmodel.errors import GanModelError
 from ganmodel.evaluation.distances import fid_against, fid_metric
-from ganmodel.evaluation.features import extract, sample_images
+from ganmodel.evaluation.features import extract, is_conditional, proportional_labels, sample_images
 from ganmodel.evaluation.realstats import compute_stats
 
 # Fixed, so successive epochs are compared on the same z: the curve then moves only with the
@@ -29,17 +29,27 @@ class QuickFID:
     """
 
     def __init__(self, classifier_path: str | os.PathLike[str], real_images: torch.Tensor,
-                 n_samples: int, device: str | torch.device = "cpu", batch_size: int = 500) -> None:
+                 n_samples: int, device: str | torch.device = "cpu", batch_size: int = 500,
+                 real_labels: torch.Tensor | None = None) -> None:
         if n_samples < 2:
             raise GanModelError(f"train.eval_samples: FID needs at least 2 samples, got {n_samples}")
         self.device = torch.device(device)
         self.classifier, _ = load_classifier(classifier_path, self.device)
-        labels = torch.zeros(real_images.shape[0], dtype=torch.long)  # FID ignores labels
+        labels = real_labels if real_labels is not None else torch.zeros(len(real_images), dtype=torch.long)
         stats = compute_stats(self.classifier, real_images, labels, self.device)
         self.n_samples, self.batch_size = n_samples, batch_size
+        # A conditional generator is asked for classes in the real proportions (fixed, like z).
+        self._labels = (proportional_labels(labels, min(n_samples, labels.shape[0]), QUICK_SEED)
+                        if real_labels is not None else None)
         self._metric = fid_metric(stats.features)
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
-        images = sample_images(generator, self.n_samples, QUICK_SEED, self.batch_size)
+        labels = None
+        if is_conditional(generator):
+            if self._labels is None or self._labels.shape[0] != self.n_samples:
+                raise GanModelError("train.eval_samples: the in-training FID of a conditional generator "
+                                    "needs the train labels and at most as many samples as train images")
+            labels = self._labels
+        images = sample_images(generator, self.n_samples, QUICK_SEED, self.batch_size, labels)
         feats, _ = extract(self.classifier, images, self.batch_size, self.device)
         return {"fid": fid_against(self._metric, feats)}

@@ -1,7 +1,10 @@
 """Network families, chosen by name. Each family module registers its generator and discriminator.
 
-Conventions: generators map z [B, z_dim] to images [B, 1, 28, 28] in [-1, 1]; discriminators map
-images [B, 1, 28, 28] to logits [B] (losses apply the sigmoid, so hinge/WGAN share the nets).
+Conventions: generators map z [B, z_dim] (and, when conditional, labels y [B]) to images
+[B, 1, 28, 28] in [-1, 1]; discriminators map images (and labels) to logits [B] (losses apply the
+sigmoid, so hinge/WGAN share the nets). A family is conditional with `n_classes > 0`: G takes the
+label in (Mirza & Osindero 2014), D is a projection discriminator (Miyato & Koyama 2018). Every
+generator carries `z_dim` and `n_classes` (0: unconditional), which is all that samples it.
 """
 
 from __future__ import annotations
@@ -22,19 +25,19 @@ def register(name: str, generator: Callable[..., nn.Module], discriminator: Call
     DISCRIMINATORS[name] = discriminator
 
 
-def build_generator(arch: str, z_dim: int) -> nn.Module:
-    return GENERATORS[arch](z_dim=z_dim)
+def build_generator(arch: str, z_dim: int, n_classes: int = 0) -> nn.Module:
+    return GENERATORS[arch](z_dim=z_dim, n_classes=n_classes)
 
 
-def build_discriminator(arch: str, spectral_norm: bool = False) -> nn.Module:
-    """D of family `arch`; with `spectral_norm`, every linear/conv weight is divided by its
-    largest singular value (Miyato et al. 2018, "Spectral Normalization for GANs", eq. 8)."""
-    d = DISCRIMINATORS[arch]()
+def build_discriminator(arch: str, spectral_norm: bool = False, n_classes: int = 0) -> nn.Module:
+    """D of family `arch`; with `spectral_norm`, every linear/conv/embedding weight is divided by
+    its largest singular value (Miyato et al. 2018, "Spectral Normalization for GANs", eq. 8)."""
+    d = DISCRIMINATORS[arch](n_classes=n_classes)
     if spectral_norm:
         from torch.nn.utils.parametrizations import spectral_norm as sn
 
         for m in list(d.modules()):
-            if isinstance(m, nn.Linear | nn.Conv2d):
+            if isinstance(m, nn.Linear | nn.Conv2d | nn.Embedding):
                 sn(m)
     return d
 
@@ -43,6 +46,29 @@ def check_shape(t: torch.Tensor, tail: tuple[int, ...], what: str) -> None:
     """Fail loudly when a tensor entering or leaving a network has the wrong trailing shape."""
     if t.ndim != len(tail) + 1 or tuple(t.shape[1:]) != tail:
         raise ValueError(f"{what}: expected shape [B, {', '.join(map(str, tail))}], got {list(t.shape)}")
+
+
+def check_labels(y: torch.Tensor | None, n: int, n_classes: int, what: str) -> None:
+    """A conditional net needs one integer label in [0, n_classes) per row; others take none."""
+    if n_classes == 0:
+        if y is not None:
+            raise ValueError(f"{what}: an unconditional network takes no labels")
+        return
+    if y is None or y.ndim != 1 or y.shape[0] != n or y.dtype not in (torch.int64, torch.int32):
+        got = "none" if y is None else f"{y.dtype} {list(y.shape)}"
+        raise ValueError(f"{what}: expected integer labels [{n}], got {got}")
+
+
+def class_rows(n: int, classes: list[int]) -> torch.Tensor:
+    """Labels for `n` samples of `classes`, class after class in equal runs (ceil(n / len) each,
+    the last one cut short): laid out `ceil(n / len)` per row, a sheet has one row per class."""
+    per = -(-n // len(classes))
+    return torch.tensor(classes, dtype=torch.long).repeat_interleave(per)[:n]
+
+
+def projection(h: torch.Tensor, y: torch.Tensor, embed: nn.Embedding) -> torch.Tensor:
+    """The class term of a projection discriminator: <embed(y), phi(x)> (Miyato & Koyama 2018, eq. 3)."""
+    return (embed(y) * h).sum(dim=1)
 
 
 # Importing the family modules fills the registries (explicit, no string imports).

@@ -1,12 +1,17 @@
 """The `ganmodel` command.
 
     ganmodel generate --model MODEL -n 64 --seed 0 --out grid.png|samples.npy [--tracking-uri URI]
+                      [--label 7 | --labels 0,1,2]
 
 MODEL is a registry URI (`models:/<name>@<alias>`, `models:/<name>/<version>`, `models:/m-<id>`),
 a run artifact (`runs:/<run_id>/<path>`: the pyfunc model directory or a generator file), or a
 local generator file written by the train stage. `.png` writes a sample grid, `.npy` a float32
 array [N, 1, 28, 28] in [-1, 1]. The latent vectors are drawn from `torch.Generator` seeded with
 --seed, so a seed always gives the same images for the same weights.
+
+A conditional generator makes the classes it is asked for: `--label 7` (every image a 7) or
+`--labels 0,1,2` (equal runs of each, one grid row per class); without either, all its classes,
+one row each. An unconditional generator refuses labels.
 
 Registry URIs only download the generator weights (`artifacts/generator.pt` of the logged model)
 and rebuild the network; they never unpickle the pyfunc wrapper. Heavy modules (torch, mlflow)
@@ -16,6 +21,7 @@ are imported only when a command needs them, so `ganmodel --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -37,6 +43,23 @@ def _positive_count(text: str) -> int:
     if not 1 <= n <= MAX_SAMPLES:
         raise argparse.ArgumentTypeError(f"expected 1 to {MAX_SAMPLES}, got {n}")
     return n
+
+
+def _label(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a class index >= 0, got {n}")
+    return n
+
+
+def _label_list(text: str) -> list[int]:
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected class indices separated by commas, got {text!r}")
+    return [_label(t) for t in items]
 
 
 def _seed(text: str) -> int:
@@ -68,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-n", "--num", type=_positive_count, default=64,
                    help=f"images to generate (1-{MAX_SAMPLES})")
     g.add_argument("--seed", type=_seed, default=0, help="seed of the latent vectors")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--label", type=_label, default=None, help="a conditional model's class, e.g. 7")
+    which.add_argument("--labels", type=_label_list, default=None,
+                       help="a conditional model's classes, e.g. 0,1,2 (one grid row each)")
     g.add_argument("--out", required=True, help="output file: .png (grid) or .npy (float32 [N, 1, 28, 28])")
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)")
@@ -119,8 +146,24 @@ def resolve_generator_file(ref: str, tracking_uri: str | None, workdir: str | os
 # ---------------------------------------------------------------------------------------------
 
 
-def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None = None) -> Path:
-    """Write `n` samples of `model` to `out` (.png grid or .npy array); returns the output path."""
+def sample_labels(n: int, n_classes: int, classes: list[int] | None,
+                  what: str) -> tuple[list[int] | None, int]:
+    """The classes to ask a generator of `n_classes` for (None: unconditional) and the grid's
+    columns; `classes` as given on the command line (`what` names the flag), else every class."""
+    if n_classes == 0:
+        if classes is not None:
+            raise GanModelError(f"{what}: this generator is unconditional; it takes no labels")
+        return None, max(1, int(math.ceil(math.sqrt(n))))
+    classes = list(range(n_classes)) if classes is None else classes
+    if bad := [c for c in classes if c >= n_classes]:
+        raise GanModelError(f"{what}: {bad[0]} is not a class of this generator (0-{n_classes - 1})")
+    return classes, -(-n // len(classes))
+
+
+def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None = None,
+             classes: list[int] | None = None, what: str = "--labels") -> Path:
+    """Write `n` samples of `model` to `out` (.png grid or .npy array); returns the output path.
+    A conditional model makes `classes` (default: all) in equal runs, one grid row per class."""
     out_path = Path(out)
     suffix = out_path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
@@ -138,19 +181,21 @@ def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None =
 
     from ganmodel.artifacts import load_generator
     from ganmodel.io import atomic_path
+    from ganmodel.networks import class_rows
 
     with tempfile.TemporaryDirectory(prefix="ganmodel-generate-") as tmp:
         g, _ = load_generator(resolve_generator_file(model, tracking_uri, tmp))
+    asked, cols = sample_labels(n, int(getattr(g, "n_classes", 0)), classes, what)
     z_dim = int(g.z_dim)  # every generator family records its latent width
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        images = g(z).float().clamp_(-1.0, 1.0)
+        images = (g(z) if asked is None else g(z, class_rows(n, asked))).float().clamp_(-1.0, 1.0)
     try:
         with atomic_path(out_path) as tmp_out:
             if suffix == ".png":
                 from ganmodel.figures import save_grid
 
-                save_grid(images, tmp_out)
+                save_grid(images, tmp_out, nrow=cols)
             else:
                 with open(tmp_out, "wb") as f:
                     np.save(f, images.numpy().astype(np.float32))
@@ -162,8 +207,11 @@ def generate(model: str, n: int, seed: int, out: str, tracking_uri: str | None =
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "generate":
-        path = generate(args.model, args.num, args.seed, args.out, args.tracking_uri)
-        print(f"generate: {args.num} images from {args.model} (seed {args.seed}) -> {path}")
+        classes = [args.label] if args.label is not None else args.labels
+        what = "--label" if args.label is not None else "--labels"
+        path = generate(args.model, args.num, args.seed, args.out, args.tracking_uri, classes, what)
+        label_note = f", classes {','.join(map(str, classes))}" if classes is not None else ""
+        print(f"generate: {args.num} images from {args.model} (seed {args.seed}{label_note}) -> {path}")
     return 0
 
 

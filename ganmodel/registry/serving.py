@@ -5,13 +5,14 @@ Contract (also the logged signature):
 - input: float32 tensor `[-1, z_dim]`, one latent vector per row (a 2-D numpy array, a DataFrame
   of `z_dim` numeric columns, a torch tensor or nested lists). Over REST:
   `{"inputs": [[z_0, ..., z_{z_dim-1}], ...]}`.
-- optional param `labels` (list of ints in `[0, 10)`, one per row): reserved for conditional
-  generators. It is validated (length, range) and ignored by unconditional generators, so
-  clients can send it today. Over REST: `{"inputs": ..., "params": {"labels": [3, 7]}}`.
+- optional param `labels` (one int in `[0, n_classes)` per row) for a conditional generator: row
+  i is an image of class `labels[i]`. Without it a conditional generator makes its classes in
+  turn, in equal runs (`0 1 2 ...` for fewer rows than classes). An unconditional generator
+  refuses labels. Over REST: `{"inputs": ..., "params": {"labels": [3, 7]}}`.
 - output: float32 array `[-1, 1, 28, 28]` in the generator's tanh range **[-1, 1]**
   (`(x + 1) / 2` gives [0, 1] pixel intensities).
 
-Bad input (wrong width, NaN/inf, non-numeric, too many rows, bad labels) raises an
+Bad input (wrong width, NaN/inf, non-numeric, too many rows, bad or unwanted labels) raises an
 `MlflowException` with `INVALID_PARAMETER_VALUE`, so `mlflow models serve` answers 400, not 500.
 
 The model is logged as code (MLflow's models-from-code: `model_code.py` is the `python_model`),
@@ -40,7 +41,6 @@ WEIGHTS_FILE = "generator.pt"
 # Where the weights file sits inside a logged model directory.
 WEIGHTS_IN_MODEL = f"artifacts/{WEIGHTS_FILE}"
 IMAGE_SHAPE = (1, 28, 28)
-N_CLASSES = 10
 MAX_ROWS = 10_000
 
 
@@ -81,19 +81,22 @@ def to_latents(model_input: Any, z_dim: int) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def to_labels(labels: Any, n: int) -> np.ndarray | None:
-    """Validate optional class labels (one int in [0, N_CLASSES) per row)."""
+def to_labels(labels: Any, n: int, n_classes: int) -> np.ndarray | None:
+    """Validate the optional class labels of `n` rows for a generator of `n_classes` classes
+    (0: unconditional, which takes none); None when none were sent."""
     if labels is None:
         return None
     arr = np.asarray(labels)
     if arr.size == 0:
         return None
+    if n_classes == 0:
+        raise _bad("labels: this generator is unconditional and takes no labels")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise _bad(f"labels: expected one label per latent vector ({n}), got shape {list(arr.shape)}")
     if arr.dtype.kind not in "iu":
         raise _bad(f"labels: expected integers, got dtype {arr.dtype}")
-    if arr.min() < 0 or arr.max() >= N_CLASSES:
-        raise _bad(f"labels: expected integers in [0, {N_CLASSES}), got {arr.min()}..{arr.max()}")
+    if arr.min() < 0 or arr.max() >= n_classes:
+        raise _bad(f"labels: expected integers in [0, {n_classes}), got {arr.min()}..{arr.max()}")
     return arr.astype(np.int64)
 
 
@@ -109,18 +112,23 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
         self.generator, self.meta = load_generator(context.artifacts[ARTIFACT_KEY])
         self.z_dim = int(self.meta["z_dim"])
-        self.conditional = bool(self.meta.get("conditional", False))
+        self.n_classes = int(getattr(self.generator, "n_classes", 0))
 
     # No type hints on predict: MLflow would try to derive a signature from them.
     def predict(self, context, model_input, params=None):
         import torch
 
-        z = to_latents(model_input, self.z_dim)
-        labels = to_labels((params or {}).get("labels"), z.shape[0])
-        if labels is not None and not self.conditional:
-            labels = None  # unconditional generator: labels are accepted and ignored
+        from ganmodel.networks import class_rows
+
+        z = torch.from_numpy(np.ascontiguousarray(to_latents(model_input, self.z_dim)))
+        labels = to_labels((params or {}).get("labels"), z.shape[0], self.n_classes)
         with torch.no_grad():
-            out = self.generator(torch.from_numpy(np.ascontiguousarray(z)))
+            if self.n_classes == 0:
+                out = self.generator(z)
+            else:
+                y = torch.from_numpy(labels) if labels is not None else class_rows(
+                    z.shape[0], list(range(self.n_classes)))
+                out = self.generator(z, y)
         return out.float().clamp_(-1.0, 1.0).cpu().numpy()
 
 
@@ -167,7 +175,8 @@ def serving_package(dest: str | os.PathLike[str]) -> str:
 def model_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """What the MLmodel file says about the generator."""
     return {"z_dim": int(meta["z_dim"]), "arch": meta.get("arch"), "output_range": "[-1, 1]",
-            "image_shape": list(IMAGE_SHAPE), "conditional": bool(meta.get("conditional", False))}
+            "image_shape": list(IMAGE_SHAPE), "conditional": bool(meta.get("conditional", False)),
+            "n_classes": int(meta.get("n_classes", 0)), "classes": list(meta.get("classes") or [])}
 
 
 def input_example(z_dim: int) -> np.ndarray:

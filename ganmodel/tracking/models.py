@@ -21,6 +21,10 @@ from ganmodel.errors import GanModelError, brief
 from ganmodel.registry.gate import WEIGHTS_HASH_TAG
 
 MODEL_NAME = "gan_generator"  # the logged model's name; not "generator", a run artifact folder
+# MLflow links a metric the run logs later to the run's logged models *at the same step*; the train
+# run keeps logging (its summary, system metrics at steps 0, 1, ...), none of which describes the
+# model. At this step nothing else is ever logged, so the model holds the evaluation's metrics only.
+LOGGED_MODEL_STEP = 2**31 - 1
 
 
 def log_generator_model(generator_path: str | os.PathLike[str], params: dict[str, Any] | None = None) -> Any:
@@ -48,6 +52,7 @@ def log_generator_model(generator_path: str | os.PathLike[str], params: dict[str
             metadata=serving.model_metadata(meta),
             params={k: str(v) for k, v in (params or {}).items()},
             tags={WEIGHTS_HASH_TAG: weights_hash(sd)},
+            step=LOGGED_MODEL_STEP,
         )
 
 

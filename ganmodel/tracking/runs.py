@@ -183,8 +183,8 @@ DATASET_DIGEST_CHARS = 36
 class StageRun:
     """The MLflow run of one stage execution: what stage scripts log through."""
 
-    def __init__(self, run: Any, client: Any) -> None:
-        self._run, self._client = run, client
+    def __init__(self, run: Any, client: Any, parent: str | None = None) -> None:
+        self._run, self._client, self._parent = run, client, parent
 
     @property
     def info(self) -> Any:
@@ -235,9 +235,17 @@ class StageRun:
         """Log the prepared data as a run input (the runs table's Dataset column): name = dataset,
         digest = data hash, source = the prepared directory; `context` says how it was used."""
         import mlflow
+        from mlflow.entities import DatasetInput, InputTag
 
-        mlflow.log_input(prepared_dataset(meta, prepared_dir), context=context,
-                         tags={"splits": json.dumps(meta.get("splits", {}), sort_keys=True)})
+        dataset = prepared_dataset(meta, prepared_dir)
+        tags = {"splits": json.dumps(meta.get("splits", {}), sort_keys=True)}
+        mlflow.log_input(dataset, context=context, tags=tags)
+        if self._parent and not self._client.get_run(self._parent).inputs.dataset_inputs:
+            # The execution's parent run too: a collapsed pipeline row shows its data.
+            ds_input = DatasetInput(dataset._to_mlflow_entity(),
+                                    [InputTag("mlflow.data.context", "pipeline"),
+                                     *(InputTag(k, v) for k, v in tags.items())])
+            self._client.log_inputs(self._parent, datasets=[ds_input])
 
     def history(self, key: str) -> list[Any]:
         """MLflow's metric history of `key` in this run."""
@@ -246,10 +254,15 @@ class StageRun:
 
 def prepared_dataset(meta: dict[str, Any], prepared_dir: str | os.PathLike[str]) -> Any:
     """The prepared splits as an MLflow dataset (metadata only: the tensors stay DVC's)."""
+    import warnings
+
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    source = resolve_dataset_source(Path(prepared_dir).absolute().as_uri())
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source under two schemes and warns that it picked one.
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+        source = resolve_dataset_source(Path(prepared_dir).absolute().as_uri())
     return MetaDataset(source=source, name=str(meta["dataset"]),
                        digest=str(meta["data_hash"])[:DATASET_DIGEST_CHARS])
 
@@ -303,7 +316,7 @@ def stage_run(
         with mlflow.start_run(tags=all_tags, log_system_metrics=system_metrics, **kwargs) as run:
             if not run_id:
                 mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
-            yield StageRun(run, client)
+            yield StageRun(run, client, parent)
     except BaseException:
         if parent:
             client.set_terminated(parent, "FAILED")

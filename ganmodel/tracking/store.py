@@ -82,13 +82,20 @@ def ensure_experiment(name: str, root: str | os.PathLike[str], uri: str) -> str:
                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
+# The UI opens in its GenAI mode unless told otherwise (a per-browser setting): this query asks for
+# the model-training views (runs table, logged models, registry).
+MODEL_TRAINING_VIEW = "?workflowType=machine_learning"
+
+
 def experiment_url(name: str, ui: str = "http://127.0.0.1:5000", root: str | os.PathLike[str] = ".") -> str:
-    """The MLflow UI address of experiment `name` in the store `configure_tracking` would use (the
-    UI's home page if the store or the experiment does not exist yet; nothing is created)."""
+    """The MLflow UI address of experiment `name`, in the model-training view, in the store
+    `configure_tracking` would use (the experiments list if the store or the experiment does not
+    exist yet; nothing is created)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    home = f"{ui}/#/experiments{MODEL_TRAINING_VIEW}"
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return ui
+        return home
     from mlflow.tracking import MlflowClient
 
     exp = MlflowClient(uri).get_experiment_by_name(name)
-    return f"{ui}/#/experiments/{exp.experiment_id}" if exp is not None else ui
+    return f"{ui}/#/experiments/{exp.experiment_id}{MODEL_TRAINING_VIEW}" if exp is not None else home

@@ -23,6 +23,7 @@ class TrainOutcome:
     history: list[dict[str, float]]
     wall_time_s: float
     checkpoint_path: str | None = None
+    fixed_labels: torch.Tensor | None = None  # conditional: the class of each fixed sample
 
     @property
     def steady_images_per_sec(self) -> float:
@@ -48,7 +49,8 @@ def ray_run_tags(cfg: TrainParams, run_name: str) -> dict[str, str]:
 
 def outcome_from_state(sd: dict[str, Any], wall: float, ckpt: str | None = None) -> TrainOutcome:
     gen = sd["ema"] if sd.get("ema") else sd["g"]
-    return TrainOutcome(gen, sd["fixed_noise"], list(sd.get("history", [])), wall, ckpt)
+    return TrainOutcome(gen, sd["fixed_noise"], list(sd.get("history", [])), wall, ckpt,
+                        sd.get("fixed_labels"))
 
 
 def worker_user_error(err: BaseException) -> BaseException:
@@ -62,7 +64,8 @@ def worker_user_error(err: BaseException) -> BaseException:
 
 
 def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str | None = None,
-            tracking_uri: str | None = None, classifier: str | None = None) -> TrainOutcome:
+            tracking_uri: str | None = None, classifier: str | None = None,
+            n_classes: int = 0) -> TrainOutcome:
     """Train with Ray Train's TorchTrainer as Ray run `run_name` (see `training.identity`) and
     return the outcome from the final checkpoint. `classifier` enables the in-training FID."""
     from ganmodel.training.checkpoint import load_checkpoint
@@ -81,7 +84,7 @@ def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str |
     init_ray(cfg)
     check_resources(cfg)
     spec = JobSpec(cfg.model_dump(mode="json"), str(Path(train_images).absolute()), run_id, tracking_uri,
-                   str(Path(classifier).absolute()) if classifier else None, package_hash())
+                   str(Path(classifier).absolute()) if classifier else None, package_hash(), n_classes)
     storage = storage_uri(cfg.storage_path)
     check_shared_storage(storage)
     spec = ship_inputs(spec)
@@ -101,11 +104,13 @@ def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str |
 
 
 def run_local(cfg: TrainParams, images: torch.Tensor, device: str = "cpu", tracker=None,
-              evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> TrainOutcome:
+              evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+              labels: torch.Tensor | None = None, n_classes: int = 0) -> TrainOutcome:
     """The same loop in this process, without Ray (tests, GPU benchmarks)."""
     from ganmodel.training.loop import train
     from ganmodel.training.state import Context, state_dict
 
     t0 = time.perf_counter()
-    state = train(cfg, images, Context(device=torch.device(device)), tracker, evaluate=evaluate)
+    state = train(cfg, images, Context(device=torch.device(device)), tracker, evaluate=evaluate,
+                  labels=labels, n_classes=n_classes)
     return outcome_from_state(state_dict(state), time.perf_counter() - t0)

@@ -13,21 +13,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ganmodel.augment import DiffAugment, take
 from ganmodel.config import TrainParams
 from ganmodel.data.prepared import to_unit_range
-from ganmodel.losses import GRADIENT_PENALTY, LOSSES, GANLoss, gradient_penalty
+from ganmodel.errors import GanModelError
+from ganmodel.losses import GRADIENT_PENALTY, LOSSES, GANLoss, gradient_penalty, r1_penalty
 from ganmodel.networks import IMAGE_SHAPE, check_shape
 from ganmodel.tracking.tracker import NullTracker, Tracker
 from ganmodel.training.state import (
     Context,
     GanState,
     build_state,
+    ema_decay_at,
     load_state_dict,
     sample,
     sampling_generator,
@@ -47,6 +51,83 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
+Params = list[torch.Tensor] | None  # one rank's slice of the augmentation parameters
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What one training step does besides the adversarial loss (fixed for a run)."""
+
+    loss: GANLoss
+    gp_weight: float = 0.0  # WGAN-GP
+    r1_gamma: float = 0.0  # R1 on reals, weighed gamma / 2
+    augment: DiffAugment | None = None
+    autocast: bool = False  # bf16
+
+
+def step_spec(cfg: TrainParams) -> StepSpec:
+    return StepSpec(LOSSES[cfg.loss], GRADIENT_PENALTY.get(cfg.loss, 0.0), cfg.r1_gamma,
+                    DiffAugment(cfg.augment) if cfg.augment else None, cfg.precision == "bf16")
+
+
+def _critic(d: nn.Module, y: torch.Tensor | None, aug: DiffAugment | None,
+            params: Params) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> D(augment(x), y): what D sees, as one function (for the penalties' gradients)."""
+    def f(x: torch.Tensor) -> torch.Tensor:
+        x = aug(x, params) if aug is not None else x
+        return d(x) if y is None else d(x, y)
+    return f
+
+
+def d_step(state: GanState, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, spec: StepSpec,
+           aug_real: Params = None, aug_fake: Params = None) -> torch.Tensor:
+    """One D update on this rank's real and (detached) fake slice; returns the detached loss.
+
+    One D forward over real+fake: DDP allows one forward per backward, and one larger matmul is
+    faster than two. D has no BatchNorm in any family, so the batch composition cannot change it."""
+    d = state.d
+    fake = fake.detach()
+    with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=spec.autocast):
+        if spec.augment is not None:
+            x = torch.cat([spec.augment(real, aug_real), spec.augment(fake, aug_fake)])
+        else:
+            x = torch.cat([real, fake])
+        logits = (d(x) if y is None else d(x, torch.cat([y, y]))).float()
+        real_logits, fake_logits = logits.split([real.shape[0], fake.shape[0]])
+        d_loss = spec.loss.d_loss(real_logits, fake_logits)
+    # Penalties go through the unwrapped D (DDP does not support double backward); their
+    # gradients add to the same parameters before the one backward, so DDP still averages them.
+    if spec.gp_weight:
+        crit = _critic(unwrap(d), y, None, None)
+        d_loss = d_loss + spec.gp_weight * gradient_penalty(crit, real, fake.float())
+    if spec.r1_gamma:
+        crit = _critic(unwrap(d), y, spec.augment, aug_real)
+        d_loss = d_loss + 0.5 * spec.r1_gamma * r1_penalty(crit, real)
+    state.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    state.opt_d.step()
+    return d_loss.detach()
+
+
+def g_step(state: GanState, fake: torch.Tensor, y: torch.Tensor | None, spec: StepSpec,
+           aug_fake: Params = None) -> torch.Tensor:
+    """One G update through `fake` (which carries G's graph); returns the detached loss.
+
+    Through the *unwrapped* D with its parameters frozen: no D gradients are computed and no D
+    all-reduce is triggered by G's backward."""
+    d_raw = unwrap(state.d)
+    d_raw.requires_grad_(False)
+    try:
+        with torch.autocast(fake.device.type, dtype=torch.bfloat16, enabled=spec.autocast):
+            g_loss = spec.loss.g_loss(_critic(d_raw, y, spec.augment, aug_fake)(fake).float())
+        state.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        state.opt_g.step()
+    finally:
+        d_raw.requires_grad_(True)
+    return g_loss.detach()
+
+
 def train_step(
     state: GanState,
     real: torch.Tensor,
@@ -55,38 +136,13 @@ def train_step(
     gp_weight: float = 0.0,
     autocast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One D step then one G step on this rank's slice (the seed's order: D on real and
-    detached fake, then G through the same fake). Returns (d_loss, g_loss), detached."""
+    """One D step then one G step on this rank's slice, unconditional and without augmentation
+    (the seed's order: D on real and detached fake, then G through the same fake)."""
     check_shape(real, IMAGE_SHAPE, "train_step real batch")
-    g, d = state.g, state.d
-    dev = real.device.type
-    with torch.autocast(dev, dtype=torch.bfloat16, enabled=autocast):
-        fake = g(z)
-        # One D forward over real+fake: DDP allows one forward per backward, and one larger
-        # matmul is faster than two. D has no BatchNorm in the seed; for BN nets the batch
-        # statistics then cover real and fake together (a deliberate, documented choice).
-        logits = d(torch.cat([real, fake.detach()])).float()
-        real_logits, fake_logits = logits.split([real.shape[0], fake.shape[0]])
-        d_loss = loss.d_loss(real_logits, fake_logits)
-    if gp_weight:
-        d_loss = d_loss + gp_weight * gradient_penalty(unwrap(d), real, fake.detach().float())
-    state.opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    state.opt_d.step()
-
-    # G step through the *unwrapped* D with its parameters frozen: no D gradients are computed
-    # and no D all-reduce is triggered by G's backward.
-    d_raw = unwrap(d)
-    d_raw.requires_grad_(False)
-    try:
-        with torch.autocast(dev, dtype=torch.bfloat16, enabled=autocast):
-            g_loss = loss.g_loss(d_raw(fake).float())
-        state.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        state.opt_g.step()
-    finally:
-        d_raw.requires_grad_(True)
-    return d_loss.detach(), g_loss.detach()
+    spec = StepSpec(loss, gp_weight, autocast=autocast)
+    with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=autocast):
+        fake = state.g(z)
+    return d_step(state, real, fake, None, spec), g_step(state, fake, None, spec)
 
 
 def steps_per_epoch(cfg: TrainParams, n_images: int) -> int:
@@ -115,22 +171,28 @@ def train(
     resume: dict[str, Any] | None = None,
     evaluate: EvalFn | None = None,
     log: Callable[[str], None] = print,
+    labels: torch.Tensor | None = None,
+    n_classes: int = 0,
 ) -> GanState:
     """Train a GAN on uint8 images [N, 1, 28, 28] for `cfg.epochs` epochs.
 
     `images` is the full training set; it is moved to `ctx.device` once (no DataLoader, no
-    per-step host-to-device copies) and each rank reads its slice of every global batch.
+    per-step host-to-device copies) and each rank reads its slice of every global batch. A
+    conditional run (`cfg.conditional`) needs the `labels` [N] and `n_classes`: each rank slices
+    the labels with the images, and G is asked for the classes of the real batch.
     """
     check_shape(images, IMAGE_SHAPE, "training images")
+    if cfg.conditional and (labels is None or labels.shape != (images.shape[0],)):
+        raise GanModelError("train.conditional: the training split has no labels for its images")
     tracker = tracker or NullTracker()
     data = images.to(ctx.device, non_blocking=True)
-    state = build_state(cfg, ctx)
+    ys = labels.to(ctx.device).long() if cfg.conditional else None
+    state = build_state(cfg, ctx, n_classes)
     if resume is not None:
         load_state_dict(state, resume, ctx)
         log(f"resumed from epoch {state.epoch} (step {state.step})")
-    loss = LOSSES[cfg.loss]
-    gp = GRADIENT_PENALTY.get(cfg.loss, 0.0)
-    autocast = cfg.precision == "bf16"
+    spec = step_spec(cfg)
+    aug = spec.augment
     b_local = cfg.batch_size // ctx.world_size
     lo, hi = ctx.rank * b_local, (ctx.rank + 1) * b_local
     n_steps = steps_per_epoch(cfg, data.shape[0])
@@ -143,13 +205,27 @@ def train(
         sums = torch.zeros(2, device=ctx.device)
         unwrap(state.g).train()
         unwrap(state.d).train()
+        g_loss = torch.zeros((), device=ctx.device)
         for i in range(n_steps):
+            # Every draw is for the global batch from the shared stream, then sliced: N ranks
+            # see exactly what one rank at the global batch would.
             z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen, device=ctx.device)[lo:hi]
             idx = perm[i * cfg.batch_size + lo : i * cfg.batch_size + hi]
             real = to_unit_range(data[idx])
-            d_loss, g_loss = train_step(state, real, z, loss, gp, autocast)
-            if state.ema is not None:
-                update_ema(state.ema, state.g, cfg.ema_decay)
+            y = ys[idx] if ys is not None else None
+            p_real = p_fake = p_g = None
+            if aug is not None:
+                p_real, p_fake, p_g = (take(aug.sample(cfg.batch_size, gen, ctx.device), lo, hi)
+                                       for _ in range(3))
+            g_turn = (i + 1) % cfg.d_steps == 0  # one G update per d_steps D updates
+            with torch.set_grad_enabled(g_turn), torch.autocast(
+                    ctx.device.type, dtype=torch.bfloat16, enabled=spec.autocast):
+                fake = state.g(z) if y is None else state.g(z, y)
+            d_loss = d_step(state, real, fake, y, spec, p_real, p_fake)
+            if g_turn:
+                g_loss = g_step(state, fake, y, spec, p_g)
+                if state.ema is not None:
+                    update_ema(state.ema, state.g, ema_decay_at(cfg, state.step))
             sums += torch.stack([d_loss, g_loss])
             state.step += 1
         sync_buffers(state, ctx)
@@ -176,8 +252,8 @@ def train(
                 metrics["eval_time_s"] = time.perf_counter() - t_eval
                 state.history[-1].update(metrics)
             tracker.log_metrics(metrics, step=state.epoch)
-            tracker.log_image(sample(gen_model, state.fixed_noise),
-                              f"samples/epoch_{state.epoch:04d}.png")
+            grid = sample(gen_model, state.fixed_noise, state.fixed_labels)
+            tracker.log_image(grid, f"samples/epoch_{state.epoch:04d}.png")
             steady = epoch_times[1:] or epoch_times
             eta = (cfg.epochs - state.epoch) * sum(steady) / len(steady)
             extra = f" fid {metrics['fid']:.2f}" if "fid" in metrics else ""

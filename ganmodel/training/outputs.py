@@ -13,6 +13,7 @@ from ganmodel.artifacts import save_generator
 from ganmodel.config import TrainParams
 from ganmodel.figures import save_grid
 from ganmodel.training.job import TrainOutcome
+from ganmodel.training.state import GRID_COLUMNS
 
 LOSS_COLUMNS = ("epoch", "d_loss", "g_loss", "images_per_sec", "fid")
 
@@ -35,9 +36,12 @@ def scaling_params(cfg: TrainParams, n_train: int) -> dict[str, Any]:
 
 
 def generator_meta(cfg: TrainParams, data_meta: dict[str, Any]) -> dict[str, Any]:
-    """What a generator file records beside its weights (`ganmodel.artifacts`)."""
-    return {"arch": cfg.arch, "z_dim": cfg.z_dim, "dataset": data_meta["dataset"],
-            "data_hash": data_meta["data_hash"], "ema": cfg.ema_decay > 0,
+    """What a generator file records beside its weights (`ganmodel.artifacts`): what rebuilds it
+    (arch, z_dim, conditional, n_classes), the class names its labels mean, and its data."""
+    classes = list(data_meta.get("classes") or [])
+    return {"arch": cfg.arch, "z_dim": cfg.z_dim, "conditional": cfg.conditional,
+            "n_classes": len(classes) if cfg.conditional else 0, "classes": classes,
+            "dataset": data_meta["dataset"], "data_hash": data_meta["data_hash"], "ema": cfg.ema_decay > 0,
             "image_shape": [1, 28, 28]}
 
 
@@ -55,10 +59,13 @@ def write_train_outputs(outcome: TrainOutcome, cfg: TrainParams, data_meta: dict
         w.writeheader()
         for h in outcome.history:
             w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()})
-    g = build_generator(cfg.arch, cfg.z_dim)
+    meta = generator_meta(cfg, data_meta)
+    g = build_generator(cfg.arch, cfg.z_dim, meta["n_classes"])
     g.load_state_dict(outcome.generator)
     with torch.no_grad():
-        save_grid(g.eval()(outcome.fixed_noise.float()), samples)
+        z, y = outcome.fixed_noise.float(), outcome.fixed_labels
+        save_grid(g.eval()(z) if y is None else g.eval()(z, y), samples,
+                  nrow=GRID_COLUMNS if y is not None else None)
     last = outcome.history[-1] if outcome.history else {}
     return {
         "epochs": len(outcome.history),

@@ -57,6 +57,7 @@ class JobSpec:
     tracking_uri: str | None
     classifier: str | None = None  # the evaluation classifier: enables the in-training FID
     code_hash: str | None = None  # the driver's `identity.package_hash()`: workers must run the same code
+    n_classes: int = 0  # classes of the prepared data (a conditional run needs them)
     # The files above as object refs of their bytes (`ship_inputs`): a worker on another node does
     # not see the driver's disk. Keyed by the field name; a missing key means "read the path".
     inputs: dict[str, Any] = field(default_factory=dict)
@@ -146,12 +147,14 @@ def _worker_loop(config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     with tempfile.TemporaryDirectory(prefix="ganmodel-inputs-") as tmp:
         train_file = Path(input_path(spec, "train_images", tmp))
-        images = load_split(train_file.parent, train_file.stem).images
+        split = load_split(train_file.parent, train_file.stem)
+        images = split.images
         evaluate = None
         if ctx.is_main and cfg.eval_every and spec.classifier:
             from ganmodel.evaluation.quick import QuickFID
 
-            evaluate = QuickFID(input_path(spec, "classifier", tmp), images, cfg.eval_samples, ctx.device)
+            evaluate = QuickFID(input_path(spec, "classifier", tmp), images, cfg.eval_samples, ctx.device,
+                                real_labels=split.labels)
     tracker = (MlflowTracker(spec.run_id, spec.tracking_uri)
                if ctx.is_main and spec.run_id else NullTracker())
     placement = gather_placement(ctx)
@@ -177,7 +180,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
             hook(epoch, ctx.rank)
 
     train(cfg, images, ctx, tracker, report, resume, evaluate,
-          log=print if ctx.is_main else (lambda _msg: None))
+          log=print if ctx.is_main else (lambda _msg: None), labels=split.labels, n_classes=spec.n_classes)
 
 
 def check_worker_code(expected: str | None) -> None:
@@ -290,14 +293,26 @@ def _alive_nodes() -> list[dict[str, Any]]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def placeable_workers(nodes: list[dict[str, Any]], use_gpu: bool) -> int:
-    """How many workers (1 CPU each, plus 1 GPU each with `use_gpu`) the nodes can host at once.
-    Per node, not cluster totals: a worker cannot take its CPU from one node and its GPU from
-    another."""
+def cpus_per_worker(cfg: TrainParams, address: str | None = None) -> int:
+    """CPUs each worker reserves (and so its torch threads: Ray sets OMP_NUM_THREADS from it):
+    `train.cpus_per_worker`, else on a local instance this machine's CPUs shared out among the
+    workers (one worker gets them all: on one machine a single process with every core trains
+    faster than gloo DDP between processes), else 1 on an existing cluster."""
+    if cfg.cpus_per_worker is not None:
+        return cfg.cpus_per_worker
+    if address is None:
+        return max(1, (os.cpu_count() or 1) // cfg.num_workers)
+    return 1
+
+
+def placeable_workers(nodes: list[dict[str, Any]], use_gpu: bool, cpus: int = 1) -> int:
+    """How many workers (`cpus` CPUs each, plus 1 GPU each with `use_gpu`) the nodes can host at
+    once. Per node, not cluster totals: a worker cannot take its CPU from one node and its GPU
+    from another."""
     total = 0
     for n in nodes:
         res = n.get("Resources", {})
-        slots = int(res.get("CPU", 0) + 1e-9)
+        slots = int(res.get("CPU", 0) + 1e-9) // cpus
         if use_gpu:
             slots = min(slots, int(res.get("GPU", 0) + 1e-9))
         total += slots
@@ -311,12 +326,13 @@ def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None)
     only prints a warning, and Ray Train waits for the autoscaler.
     """
     nodes = _alive_nodes() if nodes is None else nodes
-    have = placeable_workers(nodes, cfg.use_gpu)
+    per = cpus_per_worker(cfg, resolve_address(cfg))
+    have = placeable_workers(nodes, cfg.use_gpu, per)
     if have >= cfg.num_workers:
         return
     cpus = sum(int(n.get("Resources", {}).get("CPU", 0)) for n in nodes)
     gpus = sum(int(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
-    what = "1 CPU and 1 GPU" if cfg.use_gpu else "1 CPU"
+    what = f"{per} CPU{'s' if per > 1 else ''}" + (" and 1 GPU" if cfg.use_gpu else "")
     key = "train.use_gpu" if cfg.use_gpu and cfg.num_workers <= cpus else "train.num_workers"
     msg = (f"{key}: {cfg.num_workers} workers need {what} each, but the Ray cluster's "
            f"{len(nodes)} node(s) ({cpus} CPUs, {gpus} GPUs) can host only {have}")
@@ -393,12 +409,13 @@ def run_trainer(spec: JobSpec, cfg: TrainParams, storage_path: str, run_name: st
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    cpus = cpus_per_worker(cfg, resolve_address(cfg))
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=spec.__dict__,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": 1}),
+                                     resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,

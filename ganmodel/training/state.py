@@ -21,6 +21,7 @@ from ganmodel.errors import GanModelError
 from ganmodel.networks import build_discriminator, build_generator
 
 N_FIXED_NOISE = 64
+GRID_COLUMNS = 8  # a conditional model's fixed samples: one row of this many per class
 # torch >= 2.13 renamed DDP's broadcast_buffers to forward_sync_buffers.
 _NO_FORWARD_BUFFER_SYNC = (
     {"forward_sync_buffers": False}
@@ -52,6 +53,7 @@ class GanState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     fixed_noise: torch.Tensor
+    fixed_labels: torch.Tensor | None = None  # conditional: the class of each fixed sample
     epoch: int = 0  # epochs completed
     step: int = 0  # global steps completed
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch metrics
@@ -62,11 +64,21 @@ def unwrap(m: nn.Module) -> nn.Module:
     return m.module if hasattr(m, "module") else m
 
 
-def build_state(cfg: TrainParams, ctx: Context) -> GanState:
-    """Models, optimisers and fixed noise; identical on every rank (seeded), then DDP-wrapped."""
+def fixed_labels(n_classes: int) -> torch.Tensor:
+    """One row of `GRID_COLUMNS` samples per class: 0 0 ... 0 1 1 ... (a conditional grid)."""
+    return torch.arange(n_classes).repeat_interleave(GRID_COLUMNS)
+
+
+def build_state(cfg: TrainParams, ctx: Context, n_classes: int = 0) -> GanState:
+    """Models, optimisers and fixed noise; identical on every rank (seeded), then DDP-wrapped.
+    `n_classes` > 0 builds the conditional nets (`cfg.conditional` asks for them)."""
+    if cfg.conditional and n_classes < 2:
+        raise GanModelError(f"train.conditional: needs labelled data with at least 2 classes, "
+                            f"got {n_classes}")
+    n_classes = n_classes if cfg.conditional else 0
     torch.manual_seed(cfg.seed)
-    g = build_generator(cfg.arch, cfg.z_dim).to(ctx.device)
-    d = build_discriminator(cfg.arch, cfg.spectral_norm).to(ctx.device)
+    g = build_generator(cfg.arch, cfg.z_dim, n_classes).to(ctx.device)
+    d = build_discriminator(cfg.arch, cfg.spectral_norm, n_classes).to(ctx.device)
     ema = None
     if cfg.ema_decay > 0:
         ema = copy.deepcopy(g).eval().requires_grad_(False)
@@ -82,14 +94,23 @@ def build_state(cfg: TrainParams, ctx: Context) -> GanState:
     # Fused Adam: the same update in one pass over the parameters instead of ~7; on a 1-thread
     # CPU step it cut Adam from ~17 ms to ~4 ms (benchmarks/README.md). Last-bit rounding differs.
     fused = ctx.device.type in ("cpu", "cuda")
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=cfg.betas, fused=fused)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=cfg.betas, fused=fused)
     gen = torch.Generator().manual_seed(cfg.seed + 7919)
-    fixed = torch.randn(N_FIXED_NOISE, cfg.z_dim, generator=gen).to(ctx.device)
+    labels = fixed_labels(n_classes) if n_classes else None
+    n_fixed = labels.shape[0] if labels is not None else N_FIXED_NOISE
+    fixed = torch.randn(n_fixed, cfg.z_dim, generator=gen).to(ctx.device)
     # Weights are identical on every rank (seeded above); from here each rank draws its own
     # dropout masks and WGAN-GP interpolation weights, as independent samples should.
     torch.manual_seed(cfg.seed * 1_000_003 + 104_729 * (ctx.rank + 1))
-    return GanState(g, d, ema, opt_g, opt_d, fixed)
+    return GanState(g, d, ema, opt_g, opt_d, fixed,
+                    labels.to(ctx.device) if labels is not None else None)
+
+
+def ema_decay_at(cfg: TrainParams, step: int) -> float:
+    """The EMA decay at global step `step`: `ema_decay`, or with `ema_rampup` the warm-up
+    min(ema_decay, (1 + t) / (10 + t)), so early averages are not dominated by the random init."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_rampup else cfg.ema_decay
 
 
 @torch.no_grad()
@@ -122,12 +143,12 @@ def sampling_generator(state: GanState) -> nn.Module:
 
 
 @torch.no_grad()
-def sample(g: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """G(z) in eval mode (BatchNorm running statistics); G's mode is restored."""
+def sample(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """G(z[, y]) in eval mode (BatchNorm running statistics); G's mode is restored."""
     was_training = g.training
     g.eval()
     try:
-        return g(z)
+        return g(z) if y is None else g(z, y)
     finally:
         g.train(was_training)
 
@@ -149,6 +170,7 @@ def state_dict(state: GanState) -> dict[str, Any]:
         "opt_g": state.opt_g.state_dict(),
         "opt_d": state.opt_d.state_dict(),
         "fixed_noise": state.fixed_noise.cpu(),
+        "fixed_labels": state.fixed_labels.cpu() if state.fixed_labels is not None else None,
         "epoch": state.epoch,
         "step": state.step,
         "history": state.history,
@@ -167,6 +189,8 @@ def load_state_dict(state: GanState, sd: dict[str, Any], ctx: Context) -> None:
     state.opt_g.load_state_dict(sd["opt_g"])
     state.opt_d.load_state_dict(sd["opt_d"])
     state.fixed_noise = sd["fixed_noise"].to(ctx.device)
+    if sd.get("fixed_labels") is not None:
+        state.fixed_labels = sd["fixed_labels"].to(ctx.device)
     state.epoch, state.step = int(sd["epoch"]), int(sd["step"])
     state.history = list(sd.get("history", []))
     rng = sd.get("rng")

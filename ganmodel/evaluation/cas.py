@@ -1,0 +1,34 @@
+"""Classification Accuracy Score (Ravuri & Vinyals 2019, "Classification Accuracy Score for
+Conditional Generative Models", sec. 3): train a classifier on generated, labelled images only and
+test it on real held-out images. It rewards samples that carry each class's real variety, which
+FID in one feature space and a fixed classifier's accuracy do not measure. Its floor is the same
+training on as many real images."""
+
+from __future__ import annotations
+
+import torch
+
+from ganmodel.classifier.training import fit_epoch, one_cycle, predict
+from ganmodel.data.prepared import Split
+from ganmodel.networks.classifier import EvalClassifier
+
+# The evaluation classifier's architecture and optimiser settings (params.yaml `classifier`
+# defaults), fixed here so the evaluate stage's figures do not depend on another section.
+FEATURE_DIM, LR, BATCH_SIZE = 128, 1e-3, 128
+
+
+def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor, test: Split, n_classes: int,
+                                  epochs: int, seed: int) -> float:
+    """Accuracy on `test` of a fresh classifier trained for `epochs` on `images` [N, 1, 28, 28]
+    (uint8, or float in [-1, 1]) with `labels` [N]; seeded, so a figure repeats exactly."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"labels: {labels.shape[0]} for {images.shape[0]} images")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = EvalClassifier(FEATURE_DIM, n_classes)
+        opt = torch.optim.Adam(model.parameters(), lr=LR)
+        sched = one_cycle(opt, LR, epochs, images.shape[0], BATCH_SIZE)
+        for _ in range(epochs):
+            fit_epoch(model, opt, sched, images, labels.long(), BATCH_SIZE, gen)
+        return float((predict(model, test.images) == test.labels).double().mean())
