@@ -44,6 +44,23 @@ class _Section(BaseModel):
         return data
 
 
+def _one_of(value: str, known: Any, what: str) -> str:
+    """`value` if it names one of `known` (a registry), else the error the key's message carries."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {sorted(known)}")
+    return value
+
+
+def _some_of(values: tuple[str, ...], known: Any, what: str) -> tuple[str, ...]:
+    """`values` if each names one of `known`, once."""
+    for v in values:
+        if v not in known:
+            raise ValueError(f"unknown {what} {v!r}; expected some of {sorted(known)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"lists a {what} twice")
+    return values
+
+
 def _type_name(annotation: Any) -> str:
     return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
@@ -178,38 +195,28 @@ class TrainParams(_Section):
     @field_validator("preset")
     @classmethod
     def _preset(cls, v: str) -> str:
-        if v not in PRESETS:
-            raise ValueError(f"unknown preset {v!r}; expected one of {sorted(PRESETS)}")
-        return v
+        return _one_of(v, PRESETS, "preset")
 
     @field_validator("arch")
     @classmethod
     def _arch(cls, v: str) -> str:
         from ganmodel.networks import GENERATORS
 
-        if v not in GENERATORS:
-            raise ValueError(f"unknown architecture {v!r}; expected one of {sorted(GENERATORS)}")
-        return v
+        return _one_of(v, GENERATORS, "architecture")
 
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
         from ganmodel.losses import LOSSES
 
-        if v not in LOSSES:
-            raise ValueError(f"unknown loss {v!r}; expected one of {sorted(LOSSES)}")
-        return v
+        return _one_of(v, LOSSES, "loss")
 
     @field_validator("augment")
     @classmethod
     def _augment(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from ganmodel.augment import AUGMENTATIONS
 
-        if unknown := [a for a in v if a not in AUGMENTATIONS]:
-            raise ValueError(f"unknown augmentation {unknown[0]!r}; expected some of {sorted(AUGMENTATIONS)}")
-        if len(set(v)) != len(v):
-            raise ValueError("lists an augmentation twice")
-        return v
+        return _some_of(v, AUGMENTATIONS, "augmentation")
 
     @field_validator("ray_address")
     @classmethod
@@ -248,13 +255,9 @@ class EvaluateParams(_Section):
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from ganmodel.evaluation.metrics import METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
 
-        known = [*METRICS, *PROTOCOL_METRICS]
-        if unknown := [m for m in v if m not in known]:
-            raise ValueError(f"unknown metric {unknown[0]!r}; expected some of {sorted(known)}")
+        _some_of(v, [*METRICS, *PROTOCOL_METRICS], "metric")
         if missing := [m for m in REQUIRED_METRICS if m not in v]:
             raise ValueError(f"must include {', '.join(missing)} (the register gate reads them)")
-        if len(set(v)) != len(v):
-            raise ValueError("lists a metric twice")
         return v
 
     @model_validator(mode="after")

@@ -34,10 +34,13 @@ def full(upstream_repo: Path, mlflow_template_db: Path, tmp_path_factory: pytest
     tmp = tmp_path_factory.mktemp("full")
     ray_tmp = short_tmp("rf")
     try:
+        # Conditional, as the default recipe: labels travel through Ray, evaluate adds
+        # cond_accuracy and CAS, the pyfunc records its classes.
         repo, env = clone_stage_repo(upstream_repo, tmp, mlflow_template_db, ray_tmp, epochs=EPOCHS,
-                                     eval_every=1, eval_samples=100, storage_path=str(tmp / "ckpt"))
+                                     eval_every=1, eval_samples=100, storage_path=str(tmp / "ckpt"),
+                                     conditional=True)
         edit_params(repo, "evaluate", n_samples=N, batch_size=100, kid_subsets=10, kid_subset_size=100,
-                    grid_size=16, nn_rows=4)
+                    grid_size=20, nn_rows=4, cas_epochs=2)
         repro = sh(["dvc", "repro"], repo, env, timeout=600)
         status = sh(["dvc", "status"], repo, env)
         metrics = sh(["dvc", "metrics", "show", "--json"], repo, env)
@@ -86,8 +89,12 @@ def test_dvc_metrics_show_reads_the_evaluate_figures(full) -> None:
     seed = yaml.safe_load((full.repo / "params.yaml").read_text())["evaluate"]["seed"]
     assert m["n_samples"] == N and m["eval_seed"] == seed
     for key in ("fid", "fid_floor", "kid_mean", "kid_std", "is_mean", "precision", "recall", "density",
-                "coverage", "classes_covered", "class_kl", "precision_floor", "classes_covered_floor"):
+                "coverage", "classes_covered", "class_kl", "precision_floor", "classes_covered_floor",
+                "cond_accuracy", "cond_accuracy_floor", "cas", "cas_floor"):
         assert math.isfinite(m[key]), key
+    # The floors of the conditional figures: the classifier on real held-out images, and a
+    # classifier trained on N real images (2 epochs here) tested on them.
+    assert m["cond_accuracy_floor"] > 0.5 and 0.1 <= m["cas_floor"] <= 1
     assert m["fid_floor"] > 0
     assert m["fid_ratio"] == pytest.approx(m["fid"] / m["fid_floor"], rel=1e-4)
     assert 0 <= m["classes_covered"] <= 10 and m["classes_covered_floor"] == 10  # real digits: all classes
@@ -119,6 +126,10 @@ def test_class_histogram_is_a_plot_not_headline_metrics(full) -> None:
     run = _stage_runs(full.uri)["evaluate"]
     logged = [run.data.metrics[f"class_frac_{c}"] for c in range(len(rows))]
     assert logged == pytest.approx(generated, abs=1e-6)
+    # Conditional: the accuracy on the images asked for each class, as MLflow has it.
+    per_class = [float(r["cond_accuracy"]) for r in rows]
+    assert per_class == pytest.approx([run.data.metrics[f"cond_accuracy_{c}"] for c in range(len(rows))],
+                                      abs=1e-6)
     assert (full.repo / "reports" / "class_histogram.png").read_bytes()[:8] == PNG
 
 

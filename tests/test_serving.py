@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import urllib.error
@@ -168,17 +169,15 @@ def _post(url: str, body: object) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def served(registered, mlflow_store, tmp_path_factory):
-    """`mlflow models serve` of models:/<name>@champion on a free port; yields its base URL."""
-    name, _ = registered
-    root = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def _serve(model_uri: str, tracking_uri: str, root: Path):
+    """`mlflow models serve` of `model_uri` on a free port; yields its base URL."""
     port = free_port()
-    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store.uri))
+                            env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri))
     url = f"http://127.0.0.1:{port}"
     try:
         try:
@@ -190,6 +189,13 @@ def served(registered, mlflow_store, tmp_path_factory):
     finally:
         stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(registered, mlflow_store, tmp_path_factory):
+    name, _ = registered
+    with _serve(f"models:/{name}@champion", mlflow_store.uri, tmp_path_factory.mktemp("serve")) as url:
+        yield url
 
 
 @pytest.mark.integration
@@ -228,20 +234,8 @@ def test_models_serve_answers_images_and_rejects_bad_input(served, registered):
 def served_conditional(conditional_generator_file, mlflow_store, tmp_path_factory):
     name = unique_name("cgan")
     register_like_pipeline(mlflow_store.uri, mlflow_store.experiment_id, name, conditional_generator_file)
-    root = tmp_path_factory.mktemp("serve-cond")
-    port = free_port()
-    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=subprocess_env(MLFLOW_TRACKING_URI=mlflow_store.uri))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/ping", 90, proc)
+    with _serve(f"models:/{name}@champion", mlflow_store.uri, tmp_path_factory.mktemp("serve-cond")) as url:
         yield url
-    finally:
-        stop(proc)
-        log.close()
 
 
 @pytest.mark.integration
