@@ -188,10 +188,12 @@ def test_results_best_yaml_and_the_dvc_line_agree(raw: dict[str, Any], tmp_path:
     best_yaml(best, "t", tmp_path / "best.yaml")
     fragment = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert fragment == {"train": best.overrides}
-    argv = dvc_command(best.overrides)
-    assert argv[:3] == ["dvc", "exp", "run"] and "--queue" in dvc_command(best.overrides, queue=True)
+    argv = dvc_command(best.overrides, ["lr_g", "epochs"])
+    assert argv[:3] == ["dvc", "exp", "run"] and "--queue" in dvc_command(best.overrides, [], queue=True)
+    # A key params.yaml lacks is added (Hydra's `++`: add or override), one it has is changed.
+    assert argv[3:] == ["-S", "train.lr_g=0.0003", "-S", "++train.augment=[]"]
     # DVC reads each -S value as YAML: the same values come back.
-    sets = dict(a.removeprefix("train.").split("=", 1) for a in argv[4::2])
+    sets = dict(a.lstrip("+").removeprefix("train.").split("=", 1) for a in argv[4::2])
     assert {k: yaml.safe_load(v) for k, v in sets.items()} == best.overrides
     results_png(results, {"lr_g": {"loguniform": [1e-4, 1e-2]}, "augment": {"choice": [[], ["translation"]]}},
                 tmp_path / "results.png", "t")

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,18 +123,24 @@ def best_yaml(best: TrialResult, name: str, path: str | os.PathLike[str]) -> Non
         f.write(head + yaml.safe_dump({"train": best.overrides}, sort_keys=False))
 
 
-def set_args(overrides: dict[str, Any]) -> list[str]:
-    """`dvc exp run` arguments that set `overrides` in params.yaml's `train` section (values in YAML
-    flow style, which DVC parses back to the same values)."""
+def set_args(overrides: dict[str, Any], present: Iterable[str]) -> list[str]:
+    """`dvc exp run` arguments that set `overrides` in params.yaml's `train` section, whose keys are
+    `present`. DVC reads -S with Hydra's override grammar: `train.k=v` changes a key params.yaml has
+    (and is refused for one it lacks); `++train.k=v` adds or changes one, so a line for a key that is
+    missing now still applies once the key has been written. Values are YAML flow style, which DVC
+    parses back to the same values."""
+    have = set(present)
     out = []
     for k, v in overrides.items():
-        out += ["-S", f"train.{k}={json.dumps(v)}" if not isinstance(v, str) else f"train.{k}={v}"]
+        value = v if isinstance(v, str) else json.dumps(v)
+        out += ["-S", f"{'' if k in have else '++'}train.{k}={value}"]
     return out
 
 
-def dvc_command(overrides: dict[str, Any], queue: bool = False) -> list[str]:
-    """The `dvc exp run` command (argv) that runs the pipeline with `overrides`."""
-    return ["dvc", "exp", "run", *(["--queue"] if queue else []), *set_args(overrides)]
+def dvc_command(overrides: dict[str, Any], present: Iterable[str], queue: bool = False) -> list[str]:
+    """The `dvc exp run` command (argv) that runs the pipeline with `overrides` applied to a
+    params.yaml whose `train` section has the keys `present`."""
+    return ["dvc", "exp", "run", *(["--queue"] if queue else []), *set_args(overrides, present)]
 
 
 def shell_line(argv: list[str]) -> str:
