@@ -72,7 +72,8 @@ def main() -> None:
               f"{args.concurrent} at a time: {sweep:.1f} s wall, {per_trial:.1f} s per trial slot")
         print(f"train_local: the same {args.epochs} epochs in one process: {bare:.1f} s wall")
         print(f"ratio (sweep per trial / train_local): {per_trial / bare:.2f}; fixed cost per trial "
-              f"{per_trial - bare:.1f} s, of which quick FIDs {fid_s / args.trials:.1f} s")
+              f"{per_trial - bare:.1f} s (the driver's start spread over the trials included), "
+              f"of which quick FIDs {fid_s / args.trials:.2f} s")
     finally:
         shutil.rmtree(repo / "sweeps" / name, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)

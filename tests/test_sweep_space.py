@@ -215,3 +215,22 @@ def test_cli_refuses_bad_sweep_params_in_one_line_before_ray(raw: dict[str, Any]
     assert lines[0].startswith("error: params.yaml: sweep.space.lr: not a train key"), proc.stderr
     assert lines[1:] == ["False"]  # refused before Ray was imported
     assert not (tmp_path / "sweeps").exists()  # no partial outputs
+
+
+def test_a_new_sweep_does_not_abandon_an_interrupted_one(tmp_path: Path) -> None:
+    from ganmodel.sweep.runner import SweepPaths, sweep_state
+
+    paths = SweepPaths(tmp_path / "sweeps" / "t")
+    with pytest.raises(GanModelError, match=r"^--resume: no sweep 't' to resume"):
+        sweep_state(paths, "t", resume=True)
+    assert sweep_state(paths, "t", resume=False) is None
+    paths.out_dir.mkdir(parents=True)
+    paths.state.write_text('{"experiment": "e", "run_id": "r"}')
+    with pytest.raises(GanModelError, match=r"^sweep.name: sweep 't' was interrupted; continue it with "
+                                            r"`ganmodel sweep --resume`, or delete .*state.json"):
+        sweep_state(paths, "t", resume=False)
+    assert sweep_state(paths, "t", resume=True) == {"experiment": "e", "run_id": "r"}
+    paths.state.write_text('{"experiment": "e", "run_id": "r", "finished": true}')
+    assert sweep_state(paths, "t", resume=False) is None
+    with pytest.raises(GanModelError, match=r"^--resume: sweep 't' has finished"):
+        sweep_state(paths, "t", resume=True)

@@ -133,11 +133,20 @@ class SweepPaths:
         return self.out_dir / "state.json"
 
 
-def _read_state(paths: SweepPaths, name: str) -> dict[str, Any]:
-    if not paths.state.is_file():
+def sweep_state(paths: SweepPaths, name: str, resume: bool) -> dict[str, Any] | None:
+    """The state of the sweep to continue (`resume`), or None for a new one. A new sweep does not
+    silently abandon an interrupted one of the same name, and there is nothing to resume in a
+    finished one."""
+    state = json.loads(paths.state.read_text()) if paths.state.is_file() else None
+    if resume and state is None:
         raise GanModelError(f"--resume: no sweep {name!r} to resume ({paths.state} not found); "
                             "run `ganmodel sweep` without --resume to start it")
-    return json.loads(paths.state.read_text())
+    if resume and state.get("finished"):
+        raise GanModelError(f"--resume: sweep {name!r} has finished; its results are in {paths.out_dir}")
+    if not resume and state is not None and not state.get("finished"):
+        raise GanModelError(f"sweep.name: sweep {name!r} was interrupted; continue it with "
+                            f"`ganmodel sweep --resume`, or delete {paths.state} to start it over")
+    return state if resume else None
 
 
 def run_sweep(params_path: str = "params.yaml", prepared: str = "data/prepared",
@@ -155,7 +164,7 @@ def run_sweep(params_path: str = "params.yaml", prepared: str = "data/prepared",
     sweep = params.sweep
     paths = SweepPaths(Path(root) / "sweeps" / sweep.name)
     inputs = _check_inputs(prepared, classifier)
-    state = _read_state(paths, sweep.name) if resume else None
+    state = sweep_state(paths, sweep.name, resume)
     if state is not None and state["trials_digest"] != trials_digest(trials):
         raise GanModelError(f"{params_path}: sweep: the sampled trials differ from those of the sweep "
                             f"{sweep.name!r} being resumed (sweep or train params changed); restore them, "
@@ -163,7 +172,7 @@ def run_sweep(params_path: str = "params.yaml", prepared: str = "data/prepared",
     import ray
 
     try:
-        return _run(params, trials, paths, inputs, state, apply, root)
+        return _run(params, raw.get("train") or {}, trials, paths, inputs, state, apply, root)
     finally:
         ray.shutdown()
 
@@ -181,8 +190,9 @@ def _check_inputs(prepared: str, classifier: str) -> dict[str, Any]:
     return {"meta": meta, "train": str(train_file.absolute()), "classifier": str(Path(classifier).absolute())}
 
 
-def _run(params: Any, trials: list[Trial], paths: SweepPaths, inputs: dict[str, Any],
-         state: dict[str, Any] | None, apply: bool, root: str | os.PathLike[str]) -> SweepOutcome:
+def _run(params: Any, raw_train: dict[str, Any], trials: list[Trial], paths: SweepPaths,
+         inputs: dict[str, Any], state: dict[str, Any] | None, apply: bool,
+         root: str | os.PathLike[str]) -> SweepOutcome:
     from ray import tune
 
     from ganmodel.sweep.progress import LAST_STATUSES, Progress, unfinished
@@ -238,7 +248,10 @@ def _run(params: Any, trials: list[Trial], paths: SweepPaths, inputs: dict[str, 
         print(f"sweep {sweep.name}: interrupted with {unfinished()} of {len(grid)} trials "
               "unfinished; continue it with `ganmodel sweep --resume`")
         raise SweepInterrupted
-    return _finish(params, trials, grid, run, paths, apply)
+    try:
+        return _finish(params, raw_train, trials, grid, run, paths, apply)
+    finally:  # Tune's experiment is complete, whatever the results say: nothing left to resume
+        write_json(paths.state, {**state, "finished": True})
 
 
 def _node_ids(tags: dict[str, str]) -> str:
@@ -269,8 +282,8 @@ def collect_results(trials: list[Trial], grid: Any, run: Any, epochs: int) -> li
     return out
 
 
-def _finish(params: Any, trials: list[Trial], grid: Any, run: Any, paths: SweepPaths,
-            apply: bool) -> SweepOutcome:
+def _finish(params: Any, raw_train: dict[str, Any], trials: list[Trial], grid: Any, run: Any,
+            paths: SweepPaths, apply: bool) -> SweepOutcome:
     from ganmodel.tracking.sweeps import (
         EPOCHS_TAG,
         FINAL_GRID_TAG,
@@ -287,7 +300,8 @@ def _finish(params: Any, trials: list[Trial], grid: Any, run: Any, paths: SweepP
                                             FINAL_GRID_TAG: f"samples/epoch_{r.epochs_run:04d}.png"},
                             failed=r.status == FAILED)
     best = best_trial(results)
-    command = dvc_command(best.overrides) if best is not None else []
+    present = list(raw_train)
+    command = dvc_command(best.overrides, present) if best is not None else []
     files = {"results.csv": paths.out_dir / "results.csv", "results.png": paths.out_dir / "results.png"}
     if best is not None:
         files["best.yaml"] = paths.out_dir / "best.yaml"
@@ -313,7 +327,7 @@ def _finish(params: Any, trials: list[Trial], grid: Any, run: Any, paths: SweepP
                             f"({counts[FAILED]} failed); see {files['results.csv']} and MLflow run "
                             f"{run.run_id}")
     if apply:
-        queue(best.overrides)
+        queue(best.overrides, present)
     return SweepOutcome(results, best, paths.out_dir, command, run.run_id)
 
 
@@ -329,9 +343,10 @@ def _print_summary(results: list[TrialResult], best: TrialResult | None, paths: 
         print(shell_line(command))
 
 
-def queue(overrides: dict[str, Any]) -> None:
-    """Queue the pipeline with `overrides` as a DVC experiment (`dvc exp run --queue`)."""
-    argv = dvc_command(overrides, queue=True)
+def queue(overrides: dict[str, Any], present: list[str]) -> None:
+    """Queue the pipeline with `overrides` as a DVC experiment (`dvc exp run --queue`), on a
+    params.yaml whose `train` section has the keys `present`."""
+    argv = dvc_command(overrides, present, queue=True)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as err:
