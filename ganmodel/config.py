@@ -283,6 +283,39 @@ class TrackingParams(_Section):
     experiment: str = Field("ganmodel", min_length=1)
 
 
+class SweepParams(_Section):
+    """`sweep`: a Ray Tune search over `train` keys (`ganmodel sweep`; outside the `dvc repro` DAG).
+
+    Each trial is a `train` run of `epochs` epochs, scored by its quick FID every epoch; ASHA
+    (Li et al. 2020) stops the weak ones at rungs `grace_period` * `reduction_factor`^k epochs."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # train key -> {choice: [...]} | {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]}
+    space: dict[str, Any] = Field(default_factory=dict)
+    num_samples: int = Field(8, ge=1)
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1)  # epochs before ASHA may stop a trial
+    reduction_factor: int = Field(2, ge=2)  # ASHA keeps 1 / reduction_factor at each rung
+    metric: Literal["fid"] = "fid"  # the quick FID of each epoch (mode min)
+    max_concurrent_trials: int = Field(2, ge=1)
+    epochs: int = Field(10, ge=1)  # per trial
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_trial: int = Field(1, ge=1)  # per worker
+    use_gpu: bool = False
+    max_failures: int = Field(0, ge=0)  # retries of a failed trial
+    seed: int = Field(0, ge=0)  # of the sampled configurations
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepParams:
+        from ganmodel.sweep.distributions import check_space
+
+        check_space(self.space, TrainParams.model_fields)
+        if self.scheduler == "asha" and self.grace_period > self.epochs:
+            raise ValueError(f"grace_period: {self.grace_period} exceeds sweep.epochs={self.epochs}; "
+                             "ASHA could never stop a trial")
+        return self
+
+
 with warnings.catch_warnings():
     # `register` is a section name users know; pydantic warns that it shadows ABC.register.
     warnings.simplefilter("ignore")
@@ -296,6 +329,7 @@ with warnings.catch_warnings():
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()
         tracking: TrackingParams = TrackingParams()
+        sweep: SweepParams = SweepParams()
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -322,7 +356,8 @@ def _format_error(err: ValidationError, source: str) -> str:
         # report it as `section.key`, like every other error.
         model = _model_at(first["loc"])
         key, sep, rest = msg.partition(": ")
-        if model is not None and sep and key in model.model_fields:
+        # A key may be dotted below a field (`space.lr_g: ...` from the sweep section).
+        if model is not None and sep and key.partition(".")[0] in model.model_fields:
             return f"{source}: {'.'.join([*map(str, first['loc']), key])}: {rest}"
     if "input" in first and kind not in ("missing",) and not isinstance(first["input"], dict):
         return f"{source}: {loc}: {msg} (got {first['input']!r})"

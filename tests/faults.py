@@ -29,3 +29,12 @@ def pause_once(epoch: int, rank: int) -> None:
     if (marker := _due(epoch, rank)) is not None:
         marker.write_text(f"paused after epoch {epoch}\n")
         time.sleep(600)
+
+
+def pause_first_trial(epoch: int, rank: int) -> None:
+    """`pause_once`, in sweep trial `trial-000` only (the sweep's resume test interrupts the sweep
+    while that trial stalls and the others have ended)."""
+    from ray import tune
+
+    if tune.get_context().get_trial_name() == "trial-000":
+        pause_once(epoch, rank)

@@ -13,7 +13,9 @@ user+mount namespace (`unshare`) with a tmpfs over one directory, so that direct
   name both nodes, which are the cluster's two nodes);
 - impossible requests (3 workers on 2 CPUs, GPUs on a GPU-less cluster) fail at once with a clear
   error instead of waiting forever;
-- the storage check accepts the shared directory and refuses the node-local one.
+- the storage check accepts the shared directory and refuses the node-local one;
+- `ganmodel sweep` attached to it runs its two concurrent one-CPU trials one on each node, and
+  refuses trials bigger than the cluster in one line before any starts.
 Both nodes are stopped by killing their own process groups, not with `ray stop`: that stops every
 Ray process on the machine, including other tests' local instances. Cluster tests therefore never
 interfere with Ray instances that run concurrently, but they need ports and ~2 GB of memory.
@@ -21,6 +23,7 @@ interfere with Ray instances that run concurrently, but they need ports and ~2 G
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
@@ -390,3 +393,49 @@ def test_storage_must_be_shared_across_nodes(cluster, probe) -> None:
     assert err and "is not shared storage: 1 of 2 Ray nodes cannot read" in err, probe["private"]
     (worker,) = set(probe["nodes"]) - {probe["head"]}
     assert worker[:12] in err and probe["head"][:12] not in err
+
+
+# --- a sweep on the same cluster --------------------------------------------------------------------
+
+CLUSTER_SWEEP = {"name": "cluster", "space": {"lr_d": {"choice": [2.0e-3, 1.0e-3]}}, "num_samples": 2,
+                 "scheduler": "none", "epochs": 1, "max_concurrent_trials": 2, "workers_per_trial": 1,
+                 "cpus_per_trial": 1, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def cluster_sweep(cluster, upstream_repo: Path, mlflow_template_db: Path):
+    """`ganmodel sweep` attached to the cluster (train.ray_address): 2 one-worker trials of 1 CPU at
+    once on two 1-CPU nodes, so each node must host one; Tune's state on the shared directory."""
+    repo, env = clone_stage_repo(upstream_repo, cluster.tmp / "sweep", mlflow_template_db, str(cluster.root),
+                                 steps_per_epoch=3, eval_samples=100, ray_address=cluster.address,
+                                 storage_path=str(cluster.shared / "sweep"))
+    edit_params(repo, "sweep", **CLUSTER_SWEEP)
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": cluster.env["RAY_AUTH_TOKEN"]}
+    proc = sh([sys.executable, "-m", "ganmodel", "sweep"], repo, env, timeout=600)
+    with open(repo / "sweeps" / "cluster" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    return SimpleNamespace(repo=repo, env=env, proc=proc, rows=rows)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_sweep_trials_land_on_both_nodes(cluster, probe, cluster_sweep) -> None:
+    rows = cluster_sweep.rows
+    assert [r["status"] for r in rows] == ["finished", "finished"], describe(cluster_sweep.proc)
+    nodes = {r["nodes"] for r in rows}  # the Ray node of each trial's (only) worker
+    assert nodes == set(probe["nodes"]), (nodes, probe["nodes"])
+    assert "Started a local Ray instance" not in cluster_sweep.proc.stderr  # it attached
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_sweep_refuses_trials_the_cluster_cannot_host(cluster, cluster_sweep) -> None:
+    repo, env = cluster_sweep.repo, cluster_sweep.env
+    edit_params(repo, "train", batch_size=96)
+    edit_params(repo, "sweep", workers_per_trial=3, name="too-big")
+    proc = sh([sys.executable, "-m", "ganmodel", "sweep"], repo, env, timeout=180, check=False)
+    assert proc.returncode == 2, describe(proc)
+    expected = ("error: sweep.workers_per_trial: 3 workers need 1 CPU each, but the Ray cluster's 2 node(s) "
+                "(2 CPUs, 0 GPUs) can host only 2 (set GANMODEL_AUTOSCALING=1 on an autoscaling cluster)")
+    assert proc.stderr.strip().splitlines()[-1] == expected, describe(proc)
+    assert not (repo / "sweeps" / "too-big").exists()  # refused before any trial or output

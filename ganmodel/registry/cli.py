@@ -2,6 +2,8 @@
 
     ganmodel generate --model MODEL -n 64 --seed 0 --out grid.png|samples.npy [--tracking-uri URI]
                       [--label 7 | --labels 0,1,2]
+    ganmodel sweep [--params params.yaml] [--prepared data/prepared] [--classifier models/classifier.pt]
+                   [--resume] [--apply]
 
 MODEL is a registry URI (`models:/<name>@<alias>`, `models:/<name>/<version>`, `models:/m-<id>`),
 a run artifact (`runs:/<run_id>/<path>`: the pyfunc model directory or a generator file), or a
@@ -12,6 +14,8 @@ array [N, 1, 28, 28] in [-1, 1]. The latent vectors are drawn from `torch.Genera
 A conditional generator makes the classes it is asked for: `--label 7` (every image a 7) or
 `--labels 0,1,2` (equal runs of each, one grid row per class); without either, all its classes,
 one row each. An unconditional generator refuses labels.
+
+`ganmodel sweep` runs params.yaml's `sweep` section (see `ganmodel.sweep.runner`).
 
 Registry URIs only download the generator weights (`artifacts/generator.pt` of the logged model)
 and rebuild the network; they never unpickle the pyfunc wrapper. Heavy modules (torch, mlflow)
@@ -98,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output file: .png (grid) or .npy (float32 [N, 1, 28, 28])")
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)")
+    s = sub.add_parser(
+        "sweep", help="search train params with Ray Tune (params.yaml's sweep section)",
+        description="Run the hyper-parameter sweep of params.yaml's `sweep` section: Ray Tune trials of the "
+                    "training loop, ASHA early stopping, one MLflow child run per trial; writes "
+                    "sweeps/<name>/ (results.csv, results.png, best.yaml) and prints the "
+                    "`dvc exp run -S ...` line that applies the best trial.")
+    s.add_argument("--params", default="params.yaml")
+    s.add_argument("--prepared", default="data/prepared", help="prepared splits directory")
+    s.add_argument("--classifier", default="models/classifier.pt", help="classifier weights (the quick FID)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the interrupted sweep of this sweep.name (finished trials are not re-run)")
+    s.add_argument("--apply", action="store_true",
+                   help="queue the best trial's params as a DVC experiment (dvc exp run --queue)")
     return ap
 
 
@@ -212,6 +229,10 @@ def _main(argv: list[str] | None = None) -> int:
         path = generate(args.model, args.num, args.seed, args.out, args.tracking_uri, classes, what)
         label_note = f", classes {','.join(map(str, classes))}" if classes is not None else ""
         print(f"generate: {args.num} images from {args.model} (seed {args.seed}{label_note}) -> {path}")
+    elif args.command == "sweep":
+        from ganmodel.sweep.runner import run_sweep
+
+        run_sweep(args.params, args.prepared, args.classifier, resume=args.resume, apply=args.apply)
     return 0
 
 

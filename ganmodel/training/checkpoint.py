@@ -5,6 +5,8 @@ of every rank (one small file per rank, so ranks never write the same file)."""
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,22 @@ def load_checkpoint(directory: str | os.PathLike[str], ctx: Context) -> dict[str
     if rng_path.is_file():
         sd["rng"] = torch.load(rng_path, map_location="cpu", weights_only=True)
     return sd
+
+
+def epoch_reporter(ctx: Context, report: Callable[..., None], checkpoint_cls: Any,
+                   hooks: list[Callable[[int, int], None]]) -> Callable[..., None]:
+    """The loop's `report` callback for Ray: each epoch's metrics (and `epoch`) through `report`
+    (`ray.train.report` on a Train worker, `ray.tune.report` in a Tune trial), with this rank's
+    checkpoint as a `checkpoint_cls` (that API's `Checkpoint`) when one is due, then the epoch hooks."""
+    def fn(epoch: int, metrics: dict[str, float], state: GanState, due: bool) -> None:
+        metrics = {**metrics, "epoch": epoch}
+        if due:
+            with tempfile.TemporaryDirectory() as d:
+                save_checkpoint(state, ctx, d)
+                report(metrics, checkpoint=checkpoint_cls.from_directory(d))
+        else:
+            report(metrics)
+        for hook in hooks:
+            hook(epoch, ctx.rank)
+
+    return fn

@@ -124,15 +124,31 @@ def epoch_hooks(spec: str | None) -> list[Callable[[int, int], None]]:
     return hooks
 
 
+def load_job_inputs(spec: JobSpec, cfg: TrainParams, ctx) -> tuple[Any, Any]:
+    """(the train split, the quick FID or None) from the job's inputs: the FID only on rank 0 with
+    `train.eval_every` and a classifier, built on the train split's images and labels."""
+    from ganmodel.data.prepared import load_split
+
+    with tempfile.TemporaryDirectory(prefix="ganmodel-inputs-") as tmp:
+        train_file = Path(input_path(spec, "train_images", tmp))
+        split = load_split(train_file.parent, train_file.stem)
+        evaluate = None
+        if ctx.is_main and cfg.eval_every and spec.classifier:
+            from ganmodel.evaluation.quick import QuickFID
+
+            evaluate = QuickFID(input_path(spec, "classifier", tmp), split.images, cfg.eval_samples,
+                                ctx.device, real_labels=split.labels)
+    return split, evaluate
+
+
 def _worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
     import ray.train.torch
     import torch
 
-    from ganmodel.data.prepared import load_split
     from ganmodel.tracking.tracker import MlflowTracker, NullTracker
-    from ganmodel.training.checkpoint import load_checkpoint, save_checkpoint
+    from ganmodel.training.checkpoint import epoch_reporter, load_checkpoint
     from ganmodel.training.loop import train
     from ganmodel.training.state import Context
 
@@ -145,16 +161,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     hooks = epoch_hooks(os.environ.get(EPOCH_HOOKS_ENV))
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    with tempfile.TemporaryDirectory(prefix="ganmodel-inputs-") as tmp:
-        train_file = Path(input_path(spec, "train_images", tmp))
-        split = load_split(train_file.parent, train_file.stem)
-        images = split.images
-        evaluate = None
-        if ctx.is_main and cfg.eval_every and spec.classifier:
-            from ganmodel.evaluation.quick import QuickFID
-
-            evaluate = QuickFID(input_path(spec, "classifier", tmp), images, cfg.eval_samples, ctx.device,
-                                real_labels=split.labels)
+    split, evaluate = load_job_inputs(spec, cfg, ctx)
+    images = split.images
     tracker = (MlflowTracker(spec.run_id, spec.tracking_uri)
                if ctx.is_main and spec.run_id else NullTracker())
     placement = gather_placement(ctx)
@@ -168,17 +176,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d, ctx)
 
-    def report(epoch: int, metrics: dict[str, float], state, due: bool) -> None:
-        metrics = {**metrics, "epoch": epoch}
-        if due:
-            with tempfile.TemporaryDirectory() as d:
-                save_checkpoint(state, ctx, d)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
-        for hook in hooks:
-            hook(epoch, ctx.rank)
-
+    report = epoch_reporter(ctx, ray.train.report, ray.train.Checkpoint, hooks)
     train(cfg, images, ctx, tracker, report, resume, evaluate,
           log=print if ctx.is_main else (lambda _msg: None), labels=split.labels, n_classes=spec.n_classes)
 
@@ -319,8 +317,10 @@ def placeable_workers(nodes: list[dict[str, Any]], use_gpu: bool, cpus: int = 1)
     return total
 
 
-def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None) -> None:
-    """Refuse a request the cluster can never satisfy, instead of waiting forever.
+def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None,
+                    keys: tuple[str, str] = ("train.num_workers", "train.use_gpu")) -> None:
+    """Refuse a request the cluster can never satisfy, instead of waiting forever. The error names
+    `keys` (the params that ask for the workers, and for their GPUs).
 
     With `GANMODEL_AUTOSCALING=1` (an autoscaling cluster that adds nodes on demand) a shortfall
     only prints a warning, and Ray Train waits for the autoscaler.
@@ -333,7 +333,7 @@ def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None)
     cpus = sum(int(n.get("Resources", {}).get("CPU", 0)) for n in nodes)
     gpus = sum(int(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
     what = f"{per} CPU{'s' if per > 1 else ''}" + (" and 1 GPU" if cfg.use_gpu else "")
-    key = "train.use_gpu" if cfg.use_gpu and cfg.num_workers <= cpus else "train.num_workers"
+    key = keys[1] if cfg.use_gpu and cfg.num_workers <= cpus else keys[0]
     msg = (f"{key}: {cfg.num_workers} workers need {what} each, but the Ray cluster's "
            f"{len(nodes)} node(s) ({cpus} CPUs, {gpus} GPUs) can host only {have}")
     if os.environ.get(AUTOSCALING_ENV, "").lower() in ("1", "true", "yes"):
@@ -404,8 +404,10 @@ def check_shared_storage(storage: str, nodes: list[dict[str, Any]] | None = None
         )
 
 
-def run_trainer(spec: JobSpec, cfg: TrainParams, storage_path: str, run_name: str):
-    """Fit a `TorchTrainer`; returns Ray's `Result` (its `checkpoint` is the last one)."""
+def run_trainer(spec: JobSpec, cfg: TrainParams, storage_path: str, run_name: str,
+                callbacks: list[Any] | None = None):
+    """Fit a `TorchTrainer`; returns Ray's `Result` (its `checkpoint` is the last one). `callbacks`
+    are Ray Train user callbacks (a sweep trial passes Tune's `TuneReportCallback`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -421,6 +423,7 @@ def run_trainer(spec: JobSpec, cfg: TrainParams, storage_path: str, run_name: st
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=callbacks,
         ),
     )
     return trainer.fit()

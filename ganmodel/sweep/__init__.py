@@ -1,0 +1,1 @@
+"""Hyper-parameter sweeps over the training loop: Ray Tune trials, each a `train` run."""
