@@ -217,14 +217,40 @@ def load_data(params_path: str, prepared: str | None) -> torch.Tensor:
     return split.images
 
 
-def train_config(params_path: str, precision: str = "fp32", world_size: int = 1):
+def train_config(params_path: str, precision: str = "fp32", world_size: int = 1, preset: str = "seed"):
     from ganmodel.config import RECIPE_KEYS, TrainParams, load_params
 
-    # The seed's recipe whatever params.yaml's preset is; the rest (seed, ...) from params.yaml.
+    # The preset's recipe (the seed's by default) whatever params.yaml's preset is; the rest
+    # (seed, ...) from params.yaml.
     raw = {k: v for k, v in load_params(params_path).train.model_dump().items() if k not in RECIPE_KEYS}
-    raw.update(preset="seed", precision=precision, eval_every=0, epochs=10**6, steps_per_epoch=None,
+    raw.update(preset=preset, precision=precision, eval_every=0, epochs=10**6, steps_per_epoch=None,
                num_workers=world_size, use_gpu=False)
     return TrainParams(**raw)
+
+
+@contextlib.contextmanager
+def _channels_last(enabled: bool):
+    """What-if only: G and D converted to the channels_last memory format in build_state (conv
+    activations then stay NHWC; single-channel images are the same bytes either way)."""
+    if not enabled:
+        yield
+        return
+    import ganmodel.training.loop as loop_mod
+
+    orig = loop_mod.build_state
+
+    def patched(*args, **kwargs):
+        state = orig(*args, **kwargs)
+        for m in (state.g, state.d, state.ema):
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
+        return state
+
+    loop_mod.build_state = patched
+    try:
+        yield
+    finally:
+        loop_mod.build_state = orig
 
 
 # ------------------------------------------------------------------------------------------------
@@ -285,14 +311,17 @@ def _adam_option(**kw):
 
 
 def run_loop(images: torch.Tensor, cfg, device: torch.device, seconds: float,
-             rank: int = 0, world_size: int = 1, adam: dict | None = None) -> dict[str, Any]:
+             rank: int = 0, world_size: int = 1, adam: dict | None = None,
+             channels_last: bool = False) -> dict[str, Any]:
     from ganmodel.training.loop import steps_per_epoch, train
     from ganmodel.training.state import Context
 
     timer = EpochTimer(seconds, device, world_size)
+    labels = torch.arange(images.shape[0]) % 10  # only read by a conditional recipe
     try:
-        with _adam_option(**(adam or {})):
-            train(cfg, images, Context(rank, world_size, device), report=timer, log=lambda _m: None)
+        with _adam_option(**(adam or {})), _channels_last(channels_last):
+            train(cfg, images, Context(rank, world_size, device), report=timer, log=lambda _m: None,
+                  labels=labels, n_classes=10)
     except _TimeUp:
         pass
     out = timer.result(steps_per_epoch(cfg, images.shape[0]) * cfg.batch_size)
@@ -430,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--what-if-fused-adam", action="store_true",
                     help="also run the loop with torch.optim.Adam(fused=True) (not what the "
                          "pipeline runs: a what-if for build_state)")
+    ap.add_argument("--recipe", default=None,
+                    help="also time this preset's loop (e.g. conv_sn, the default recipe), with --bf16 "
+                         "and --ddp variants and a channels_last what-if for conv families")
     ap.add_argument("--overhead", action="store_true",
                     help="also measure the Ray/MLflow/DVC fixed cost of the train stage (~30-60 s)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -467,6 +499,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.ddp and device.type == "cpu":
         variants["loop DDP 2 proc"] = lambda: run_loop_ddp(
             images, train_config(args.params, world_size=2), args.seconds)
+    if args.recipe:
+        rcp = args.recipe
+        variants[f"{rcp} fp32"] = lambda: run_loop(images, train_config(args.params, preset=rcp), device,
+                                                   args.seconds)
+        if args.bf16:
+            variants[f"{rcp} bf16"] = lambda: run_loop(images, train_config(args.params, "bf16", preset=rcp),
+                                                       device, args.seconds)
+        if train_config(args.params, preset=rcp).arch in ("conv", "dcgan"):
+            variants[f"{rcp} chlast*"] = lambda: run_loop(
+                images, train_config(args.params, preset=rcp), device, args.seconds, channels_last=True)
+        if args.ddp and device.type == "cpu":
+            variants[f"{rcp} DDP 2 proc"] = lambda: run_loop_ddp(
+                images, train_config(args.params, world_size=2, preset=rcp), args.seconds)
     # The floor is measured in every round too, so that load from other processes (a shared
     # machine) weighs on it as on the variants.
     floors: list[dict[str, Any]] = []
@@ -536,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.what_if_fused_adam:
         print("* what-if: torch.optim.Adam(fused=True) patched into build_state for this row only; "
               "not what the pipeline runs (same Adam maths, last-bit rounding differs)")
+    if args.recipe:
+        print(f"{args.recipe}: the preset's own network, batch and loss (its FLOPs differ from the seed's: "
+              "its '% floor' and GFLOP/s columns are the seed's accounting, ignore them); chlast*: "
+              "channels_last G and D, a what-if")
 
     overhead = None
     if args.overhead:
