@@ -33,6 +33,7 @@ from ganmodel.training.state import (
     build_state,
     ema_decay_at,
     load_state_dict,
+    recalibrate_batchnorm,
     sample,
     sampling_generator,
     sync_buffers,
@@ -242,11 +243,15 @@ def train(
             "epoch_time_s": dt,
         }
         state.history.append({"epoch": state.epoch, **metrics})
+        eval_due = evaluate is not None and cfg.eval_every and (
+            state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs)
+        if state.ema is not None and (eval_due or state.epoch == cfg.epochs):
+            # What is evaluated, and what ships, samples with statistics of its own weights (every
+            # rank alike; the next step's update_ema copies G's buffers back in).
+            recalibrate_batchnorm(state.ema, ys, cfg.seed * 1_000_003 + 7 * state.epoch)
         if ctx.is_main:
             gen_model = sampling_generator(state)
-            if evaluate is not None and cfg.eval_every and (
-                state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs
-            ):
+            if eval_due:
                 t_eval = time.perf_counter()
                 metrics.update(evaluate(gen_model))
                 metrics["eval_time_s"] = time.perf_counter() - t_eval
