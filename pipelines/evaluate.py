@@ -73,7 +73,7 @@ def main() -> None:
                    "data_hash": meta["data_hash"], "classifier_hash": clf_meta["hash"],
                    "generator_hash": gen_hash}
         with OutputSet() as out:
-            save_grid(res.grid, out.path(args.samples))
+            save_grid(res.grid, out.path(args.samples), nrow=res.grid_cols)  # a row per class
             save_grid(res.nn_sheet, out.path(args.neighbours), nrow=res.nn_cols)
             write_csv(out.path(args.classes), res.histogram)
             class_histogram_png(res.histogram, out.path(args.classes_png),

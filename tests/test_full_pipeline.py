@@ -146,6 +146,11 @@ def test_dvc_plots_show_renders_offline(full) -> None:
     assert "Classes of generated images" in html
     for png in ("reports/eval_samples.png", "reports/nearest_neighbours.png", "reports/train_curves.png"):
         assert (full.repo / png).read_bytes()[:8] == PNG, png
+    from PIL import Image
+
+    # A conditional model's sheets: one row per class (grid_size 20: 2 per row; fixed samples: 8).
+    assert Image.open(full.repo / "reports" / "eval_samples.png").size == (2 + 2 * 30, 2 + 10 * 30)
+    assert Image.open(full.repo / "reports" / "train_samples.png").size == (2 + 8 * 30, 2 + 10 * 30)
 
 
 def test_quick_fid_reaches_the_dvc_plot_and_mlflow(full) -> None:
