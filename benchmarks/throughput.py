@@ -218,13 +218,13 @@ def load_data(params_path: str, prepared: str | None) -> torch.Tensor:
 
 
 def train_config(params_path: str, precision: str = "fp32", world_size: int = 1, preset: str = "seed"):
-    from ganmodel.config import RECIPE_KEYS, TrainParams, load_params
+    from ganmodel.config import PRESETS, RECIPE_KEYS, TrainParams, load_params
 
-    # The preset's recipe (the seed's by default) whatever params.yaml's preset is; the rest
-    # (seed, ...) from params.yaml.
+    # The preset's recipe (the seed's by default) at `precision`, whatever params.yaml's preset is;
+    # the rest (seed, ...) from params.yaml.
     raw = {k: v for k, v in load_params(params_path).train.model_dump().items() if k not in RECIPE_KEYS}
-    raw.update(preset=preset, precision=precision, eval_every=0, epochs=10**6, steps_per_epoch=None,
-               num_workers=world_size, use_gpu=False)
+    raw.update(preset="custom", **{**PRESETS[preset], "precision": precision}, eval_every=0, epochs=10**6,
+               steps_per_epoch=None, num_workers=world_size, use_gpu=False)
     return TrainParams(**raw)
 
 
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.recipe:
         rcp = args.recipe
         variants[f"{rcp} fp32"] = lambda: run_loop(images, train_config(args.params, preset=rcp), device,
-                                                   args.seconds)
+                                                   args.seconds)  # the preset's recipe, in fp32
         if args.bf16:
             variants[f"{rcp} bf16"] = lambda: run_loop(images, train_config(args.params, "bf16", preset=rcp),
                                                        device, args.seconds)

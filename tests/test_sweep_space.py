@@ -118,12 +118,13 @@ def test_trials_are_seeded_in_range_and_validated(raw: dict[str, Any]) -> None:
 
 
 def test_recipe_keys_next_to_a_preset_train_preset_custom(raw: dict[str, Any]) -> None:
-    assert raw["train"]["preset"] == "mlp_leaky"
+    assert raw["train"]["preset"] == "conv_sn_cond"
     t = sample_trials(raw)[0]
     # lr_g is a recipe key: the preset's recipe is spelt out under preset custom.
     assert t.overrides["preset"] == "custom"
-    recipe = (t.overrides["arch"], t.overrides["betas"], t.overrides["ema_decay"])
-    assert recipe == ("mlp_leaky", [0.5, 0.999], 0.995)
+    recipe = (t.overrides["arch"], t.overrides["betas"], t.overrides["ema_decay"], t.overrides["conditional"],
+              t.overrides["precision"])
+    assert recipe == ("conv", [0.0, 0.9], 0.999, True, "bf16")
     raw["sweep"]["space"] = {"eval_samples": {"choice": [100, 200]}}  # no recipe key: no preset change
     assert set(sample_trials(raw)[0].overrides) == {"eval_samples"}
 
