@@ -157,6 +157,8 @@ def main() -> None:
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 100:
+        return str(int(v))  # counts such as classes covered
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
