@@ -379,7 +379,7 @@ t = time.perf_counter(); import ray; T["import ray"] = time.perf_counter() - t
 t = time.perf_counter(); import ray.train.torch; T["import ray.train.torch"] = time.perf_counter() - t
 t = time.perf_counter(); import mlflow; T["import mlflow"] = time.perf_counter() - t
 from ganmodel.config import TrainParams, load_params
-from ganmodel.training.ray_runner import init_ray
+from ganmodel.training.cluster import init_ray
 from ganmodel.training.job import run_ray
 params_path, train_pt, storage = sys.argv[1:4]
 raw = load_params(params_path).train.model_dump()

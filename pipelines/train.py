@@ -22,9 +22,9 @@ from ganmodel.tracking.runs import (
     run_link,
     stage_run,
 )
+from ganmodel.training.cluster import apply_ray_env_defaults
 from ganmodel.training.identity import train_run_name
 from ganmodel.training.job import RAY_RUN_TAG, RAY_STORAGE_TAG, ray_run_tags
-from ganmodel.training.ray_runner import apply_ray_env_defaults
 
 
 def main() -> None:

@@ -49,14 +49,14 @@ from stage_repo import (
 
 from ganmodel.config import TrainParams
 from ganmodel.errors import GanModelError
-from ganmodel.training import ray_runner
-from ganmodel.training.ray_runner import (
+from ganmodel.training import cluster as ray_cluster
+from ganmodel.training.cluster import (
     check_resources,
     check_shared_storage,
     placeable_workers,
-    placement_tags,
     runtime_env_for,
 )
+from ganmodel.training.ray_runner import placement_tags
 
 pytest_plugins = ["fixtures_mlflow", "fixtures_stage"]  # mlflow_template_db, upstream_repo
 
@@ -102,7 +102,7 @@ def test_kuberay_rayjob_manifest() -> None:
     assert "ray_address" not in entry and "RAY_ADDRESS" not in entry
     assert "train.use_gpu=true" in entry
     storage = entry.split("train.storage_path=", 1)[1].split()[0].rstrip(";'")
-    assert ray_runner.is_uri(storage)  # shared by construction (check_shared_storage passes URIs)
+    assert ray_cluster.is_uri(storage)  # shared by construction (check_shared_storage passes URIs)
     assert spec["shutdownAfterJobFinishes"] is True
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == ray.__version__  # keep the example in step with the pinned Ray
@@ -163,7 +163,7 @@ def test_placeable_workers_counts_per_node() -> None:
 
 
 def test_check_resources(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ray_runner.AUTOSCALING_ENV, raising=False)
+    monkeypatch.delenv(ray_cluster.AUTOSCALING_ENV, raising=False)
     check_resources(_cfg(), nodes=[_node(1), _node(1)])
     with pytest.raises(GanModelError, match=r"train.num_workers: 3 workers need 1 CPU each, but the Ray "
                                             r"cluster's 2 node\(s\) \(2 CPUs, 0 GPUs\) can host only 2"):
@@ -172,7 +172,7 @@ def test_check_resources(monkeypatch: pytest.MonkeyPatch) -> None:
         check_resources(_cfg(use_gpu=True), nodes=[_node(1), _node(1)])
     check_resources(_cfg(use_gpu=True), nodes=[_node(0), _node(8, 1), _node(8, 1)])
     # An autoscaling cluster may add the nodes later: warn, let Ray Train wait.
-    monkeypatch.setenv(ray_runner.AUTOSCALING_ENV, "1")
+    monkeypatch.setenv(ray_cluster.AUTOSCALING_ENV, "1")
     check_resources(_cfg(use_gpu=True), nodes=[_node(0)])
 
 
@@ -223,7 +223,7 @@ def test_runtime_env_ships_code_and_settings_to_an_existing_cluster() -> None:
     assert remote["py_modules"] == [ganmodel] and remote["env_vars"] == local["env_vars"]
     # Under a Ray Job the job's runtime env wins (Ray refuses to merge conflicting keys).
     job = {"runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": "http://other"}, "working_dir": "."}}
-    in_job = runtime_env_for("10.0.0.1:6379", {**environ, ray_runner.JOB_CONFIG_ENV: json.dumps(job)})
+    in_job = runtime_env_for("10.0.0.1:6379", {**environ, ray_cluster.JOB_CONFIG_ENV: json.dumps(job)})
     assert "py_modules" not in in_job and "MLFLOW_TRACKING_URI" not in in_job["env_vars"]
 
 
@@ -295,7 +295,7 @@ import json, sys, time
 import ray
 from ganmodel.config import TrainParams
 from ganmodel.errors import GanModelError
-from ganmodel.training.ray_runner import _alive_nodes, check_resources, check_shared_storage
+from ganmodel.training.cluster import _alive_nodes, check_resources, check_shared_storage
 
 address, shared, private = sys.argv[1:4]
 ray.init(address=address, logging_level="ERROR", log_to_driver=False)

@@ -30,7 +30,7 @@ from ganmodel.sweep.report import (
 )
 from ganmodel.sweep.runner import RESOURCE_KEYS, trial_resources
 from ganmodel.sweep.space import sample_trials, with_train
-from ganmodel.training.ray_runner import check_resources
+from ganmodel.training.cluster import check_resources
 
 SPACE = {"lr_g": {"loguniform": [1.0e-4, 1.0e-2]}, "r1_gamma": {"uniform": [0.0, 1.0]},
          "d_steps": {"randint": [1, 3]}, "augment": {"choice": [[], ["translation"]]}}

@@ -153,7 +153,7 @@ def run_sweep(params_path: str = "params.yaml", prepared: str = "data/prepared",
               classifier: str = "models/classifier.pt", resume: bool = False, apply: bool = False,
               root: str | os.PathLike[str] = ".") -> SweepOutcome:
     """Run (or with `resume` continue) the sweep that params.yaml's `sweep` section describes."""
-    from ganmodel.training.ray_runner import apply_ray_env_defaults
+    from ganmodel.training.cluster import apply_ray_env_defaults
 
     apply_ray_env_defaults()  # before anything imports ray
     for k, v in TUNE_ENV_DEFAULTS.items():
@@ -198,15 +198,10 @@ def _run(params: Any, raw_train: dict[str, Any], trials: list[Trial], paths: Swe
     from ganmodel.sweep.progress import LAST_STATUSES, Progress, unfinished
     from ganmodel.sweep.trial import TrialSetup, run_trial
     from ganmodel.tracking.sweeps import reopen_sweep_run, start_sweep_run
+    from ganmodel.training.cluster import check_resources, check_shared_storage, init_ray
     from ganmodel.training.identity import package_hash
     from ganmodel.training.job import storage_uri
-    from ganmodel.training.ray_runner import (
-        JobSpec,
-        check_resources,
-        check_shared_storage,
-        init_ray,
-        ship_inputs,
-    )
+    from ganmodel.training.ray_runner import JobSpec, ship_inputs
 
     sweep = params.sweep
     resuming = state is not None

@@ -1,1 +1,3 @@
-"""GAN training: the Ray-free loop (`loop`), checkpoints (`checkpoint`) and the Ray adapter (`ray_runner`)."""
+"""GAN training: the state (`state`), the Ray-free loop (`loop`), checkpoints (`checkpoint`), the
+run's identity (`identity`), the Ray adapter (`ray_runner`, `cluster`, `job`) and the stage's
+outputs (`outputs`)."""

@@ -69,15 +69,9 @@ def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str |
     """Train with Ray Train's TorchTrainer as Ray run `run_name` (see `training.identity`) and
     return the outcome from the final checkpoint. `classifier` enables the in-training FID."""
     from ganmodel.training.checkpoint import load_checkpoint
+    from ganmodel.training.cluster import check_resources, check_shared_storage, init_ray
     from ganmodel.training.identity import package_hash
-    from ganmodel.training.ray_runner import (
-        JobSpec,
-        check_resources,
-        check_shared_storage,
-        init_ray,
-        run_trainer,
-        ship_inputs,
-    )
+    from ganmodel.training.ray_runner import JobSpec, run_trainer, ship_inputs
     from ganmodel.training.state import Context
 
     t0 = time.perf_counter()

@@ -4,46 +4,28 @@ DDP over gloo (CPU) or NCCL (GPU); per-epoch `ray.train.report` with a state-dic
 Only rank 0 logs to MLflow, into a run the stage created on the driver, so a retried worker
 group keeps logging into the same run instead of opening a second one.
 
-Before fitting, the driver refuses what can never work instead of waiting forever: more workers
-than the alive nodes can place (`check_resources`), and on a multi-node cluster a local
-`storage_path` that some node cannot read (`check_shared_storage`).
+What the cluster must offer, and the checks before fitting, are in `ganmodel.training.cluster`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ganmodel.config import TrainParams
 from ganmodel.errors import GanModelError, brief
+from ganmodel.training.cluster import cpus_per_worker, resolve_address
 
-# Quieter, deterministic Ray defaults (see shared notes); users can still override each.
-RAY_ENV_DEFAULTS = {
-    "RAY_TRAIN_V2_ENABLED": "1",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-    "RAY_CHDIR_TO_TRIAL_DIR": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    # The controller polls workers at this interval and `ray.train.report` waits for it:
-    # 2 s by default (~1.7 s per report measured), 0.1 s brings a report down to ~0.16 s.
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-}
 # Extension point: `module:function` names (comma-separated) that every worker imports and calls
 # as `hook(epoch, rank)` after each epoch's report, e.g. to alert on a metric, or (the test suite's
 # tests/faults.py) to make a worker fail or stall at a known point.
 EPOCH_HOOKS_ENV = "GANMODEL_EPOCH_HOOKS"
-# Set on clusters whose autoscaler adds nodes on demand: the resource check then only warns, since
-# the nodes that will host the workers may not exist yet.
-AUTOSCALING_ENV = "GANMODEL_AUTOSCALING"
 PLACEMENT_TAG = "placement"  # MLflow tags placement.nodes, placement.rank<r>
 
 
@@ -229,179 +211,6 @@ def placement_tags(placement: list[dict[str, Any]]) -> dict[str, str]:
     for p in placement:
         tags[f"{PLACEMENT_TAG}.rank{p['rank']}"] = f"{p['node_id']} {p['node_ip']} {p['host']} {p['device']}"
     return tags
-
-
-def resolve_address(cfg: TrainParams) -> str | None:
-    return cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
-
-
-def apply_ray_env_defaults() -> None:
-    """Export `RAY_ENV_DEFAULTS` (user settings win). Call it before anything imports `ray`: Ray
-    reads some of its environment once, at import."""
-    for k, v in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
-
-
-JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray Jobs (and so KubeRay RayJob) for the driver
-
-
-def runtime_env_for(address: str | None, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The driver's runtime env. Workers on an existing cluster inherit neither this process's
-    environment nor its code: pass the MLflow/ganmodel/Ray Train variables, and ship this checkout's
-    `ganmodel` package (Ray puts it first on the workers' sys.path, so they run the driver's code
-    whatever version the nodes' image holds). Under a Ray Job (`ray job submit`, a KubeRay RayJob)
-    the job's own runtime env wins: Ray refuses to merge two that set the same field or variable."""
-    env = {k: v for k, v in environ.items() if k.startswith(("MLFLOW_", "GANMODEL_", "RAY_TRAIN_"))}
-    job_env: dict[str, Any] = {}
-    if raw := environ.get(JOB_CONFIG_ENV):
-        try:
-            job_env = json.loads(raw).get("runtime_env") or {}
-        except (json.JSONDecodeError, AttributeError):
-            job_env = {}
-    taken = set(job_env.get("env_vars") or {})
-    runtime_env: dict[str, Any] = {"env_vars": {k: v for k, v in env.items() if k not in taken}}
-    if address is not None and not {"py_modules", "working_dir"} & set(job_env):
-        import ganmodel
-
-        runtime_env["py_modules"] = [ganmodel]
-    return runtime_env
-
-
-def init_ray(cfg: TrainParams) -> None:
-    """Attach to `train.ray_address` / `RAY_ADDRESS`, or start a local instance."""
-    apply_ray_env_defaults()
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = resolve_address(cfg)
-    kwargs: dict[str, Any] = {"runtime_env": runtime_env_for(address, os.environ)}
-    if address is None:
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, 1)
-    try:
-        ray.init(address=address, **kwargs)
-    except ConnectionError as err:
-        raise GanModelError(
-            f"train.ray_address: cannot reach Ray cluster at {address!r} ({brief(err)})") from None
-
-
-def _alive_nodes() -> list[dict[str, Any]]:
-    import ray
-
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
-def cpus_per_worker(cfg: TrainParams, address: str | None = None) -> int:
-    """CPUs each worker reserves (and so its torch threads: Ray sets OMP_NUM_THREADS from it):
-    `train.cpus_per_worker`, else on a local instance this machine's CPUs shared out among the
-    workers (one worker gets them all: on one machine a single process with every core trains
-    faster than gloo DDP between processes), else 1 on an existing cluster."""
-    if cfg.cpus_per_worker is not None:
-        return cfg.cpus_per_worker
-    if address is None:
-        return max(1, (os.cpu_count() or 1) // cfg.num_workers)
-    return 1
-
-
-def placeable_workers(nodes: list[dict[str, Any]], use_gpu: bool, cpus: int = 1) -> int:
-    """How many workers (`cpus` CPUs each, plus 1 GPU each with `use_gpu`) the nodes can host at
-    once. Per node, not cluster totals: a worker cannot take its CPU from one node and its GPU
-    from another."""
-    total = 0
-    for n in nodes:
-        res = n.get("Resources", {})
-        slots = int(res.get("CPU", 0) + 1e-9) // cpus
-        if use_gpu:
-            slots = min(slots, int(res.get("GPU", 0) + 1e-9))
-        total += slots
-    return total
-
-
-def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None,
-                    keys: tuple[str, str] = ("train.num_workers", "train.use_gpu")) -> None:
-    """Refuse a request the cluster can never satisfy, instead of waiting forever. The error names
-    `keys` (the params that ask for the workers, and for their GPUs).
-
-    With `GANMODEL_AUTOSCALING=1` (an autoscaling cluster that adds nodes on demand) a shortfall
-    only prints a warning, and Ray Train waits for the autoscaler.
-    """
-    nodes = _alive_nodes() if nodes is None else nodes
-    per = cpus_per_worker(cfg, resolve_address(cfg))
-    have = placeable_workers(nodes, cfg.use_gpu, per)
-    if have >= cfg.num_workers:
-        return
-    cpus = sum(int(n.get("Resources", {}).get("CPU", 0)) for n in nodes)
-    gpus = sum(int(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
-    what = f"{per} CPU{'s' if per > 1 else ''}" + (" and 1 GPU" if cfg.use_gpu else "")
-    key = keys[1] if cfg.use_gpu and cfg.num_workers <= cpus else keys[0]
-    msg = (f"{key}: {cfg.num_workers} workers need {what} each, but the Ray cluster's "
-           f"{len(nodes)} node(s) ({cpus} CPUs, {gpus} GPUs) can host only {have}")
-    if os.environ.get(AUTOSCALING_ENV, "").lower() in ("1", "true", "yes"):
-        print(f"warning: {msg}; {AUTOSCALING_ENV} is set, waiting for the autoscaler")
-        return
-    raise GanModelError(msg + f" (set {AUTOSCALING_ENV}=1 on an autoscaling cluster)")
-
-
-def is_uri(path: str) -> bool:
-    """s3://, gs://, abfs://, hdfs://, ...: remote storage that every node reaches alike."""
-    return "://" in path and not path.startswith("file://")
-
-
-def _nodes_can_read(nodes: list[dict[str, Any]], marker: str, token: str, timeout: float) -> list[bool]:
-    """For each node, run a task pinned to it (hard node affinity) that reads the marker file."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    @ray.remote(num_cpus=0, max_retries=0)
-    def read_marker(path: str) -> str | None:
-        try:
-            with open(path) as f:
-                return f.read()
-        except OSError:
-            return None
-
-    refs = [read_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-            .remote(marker) for n in nodes]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    for ref in pending:
-        ray.cancel(ref, force=True)
-    done = set(ready)
-    return [ref in done and ray.get(ref) == token for ref in refs]
-
-
-# (nodes, marker path, token, timeout) -> for each node, whether it read the token back.
-NodeCheck = Callable[[list[dict[str, Any]], str, str, float], list[bool]]
-
-
-def check_shared_storage(storage: str, nodes: list[dict[str, Any]] | None = None,
-                         node_check: NodeCheck | None = None, timeout: float = 60.0) -> None:
-    """On a multi-node cluster, refuse a local `storage_path` that is not the same directory on
-    every node: workers write checkpoints there and the driver reads them back, so a path local to
-    each node silently loses checkpoints (and resumes). The driver writes a marker file under the
-    path; a task pinned to each alive node must read it back. URIs (s3://, gs://) pass."""
-    if is_uri(storage):
-        return
-    nodes = _alive_nodes() if nodes is None else nodes
-    if len(nodes) < 2:
-        return
-    check = node_check or _nodes_can_read
-    root = Path(storage.removeprefix("file://"))
-    root.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    marker = root / f".ganmodel-shared-{token[:12]}"
-    marker.write_text(token)
-    try:
-        ok = check(nodes, str(marker), token, timeout)
-        missing = [n for n, good in zip(nodes, ok, strict=True) if not good]
-    finally:
-        marker.unlink(missing_ok=True)
-    if missing:
-        where = ", ".join(f"{n['NodeID'][:12]} ({n.get('NodeManagerAddress', '?')})" for n in missing)
-        raise GanModelError(
-            f"train.storage_path: {str(root)!r} is not shared storage: {len(missing)} of {len(nodes)} "
-            f"Ray nodes cannot read a file the driver wrote there ({where}); use a directory mounted "
-            f"on every node (NFS, EFS, a shared volume) or a URI such as s3://bucket/path"
-        )
 
 
 def run_trainer(spec: JobSpec, cfg: TrainParams, storage_path: str, run_name: str,
