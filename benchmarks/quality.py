@@ -34,12 +34,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from ganmodel.config import PRESETS  # noqa: E402
+
 # The rows: a preset, or `custom` with its recipe keys. "today's default" is the default before
 # this work (mlp_leaky); the presets are what params.yaml can name.
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {"preset": "seed"},
     "mlp_leaky": {"preset": "mlp_leaky"},
-    "mlp_leaky_cond": {"preset": "mlp_leaky", "conditional": True},
+    "mlp_leaky_cond": {**PRESETS["mlp_leaky"], "preset": "custom", "conditional": True},
     "dcgan_bce": {"preset": "custom", "arch": "dcgan", "loss": "bce", "betas": (0.5, 0.999),
                   "ema_decay": 0.999, "ema_rampup": True},
     "dcgan_hinge_sn": {"preset": "custom", "arch": "dcgan", "loss": "hinge", "spectral_norm": True,
@@ -121,14 +123,18 @@ def main() -> None:
           f"{meta['dataset']} ({train_split.images.shape[0]} train images), N={params.evaluate.n_samples}, "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
 
-    rows = []
-    for name in names:
-        # The recipe on top of params.yaml's non-recipe train keys (seed, ...), one process.
-        from ganmodel.config import RECIPE_KEYS
+    from ganmodel.config import RECIPE_KEYS
 
+    def recipe(name: str):
+        """The recipe on top of params.yaml's non-recipe train keys (seed, ...), one process."""
         train_raw = {k: v for k, v in (raw.get("train") or {}).items() if k not in RECIPE_KEYS}
         train_raw.update(RECIPES[name], num_workers=1, epochs=10_000, eval_every=0, steps_per_epoch=None)
-        cfg = parse_params({**raw, "train": train_raw}, f"recipe {name}").train
+        return parse_params({**raw, "train": train_raw}, f"recipe {name}").train
+
+    configs = {name: recipe(name) for name in names}  # all validated before the first one trains
+    rows = []
+    for name in names:
+        cfg = configs[name]
         state, steps, rate, dt = train_for(cfg, train_split, len(meta["classes"]), args.seconds)
         res = evaluate(sampling_generator(state).eval(), classifier, train_split, held, params.evaluate,
                        meta["classes"])
