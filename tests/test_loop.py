@@ -318,3 +318,15 @@ def test_ema_rampup_follows_the_step(train_cfg) -> None:
     cfg = train_cfg(ema_decay=0.999, ema_rampup=True)
     assert [round(ema_decay_at(cfg, t), 4) for t in (0, 10, 1000, 100000)] == [0.1, 0.55, 0.9911, 0.999]
     assert ema_decay_at(train_cfg(ema_decay=0.999), 0) == 0.999
+
+
+@pytest.mark.parametrize("loss", ["hinge", "wgan_gp", "bce"])
+def test_conditional_nets_train_with_every_loss_in_bf16_with_ema(train_cfg, random_images, loss) -> None:
+    """Hinge, WGAN-GP (its penalty through the conditional critic), SN, EMA and bf16 all work with
+    conditional nets: finite losses, and the EMA generator is asked for classes."""
+    cfg = train_cfg(arch="conv", conditional=True, loss=loss, spectral_norm=loss != "wgan_gp", ema_decay=0.9,
+                    ema_rampup=True, precision="bf16", epochs=1, steps_per_epoch=2, batch_size=16, z_dim=16)
+    state = _train(cfg, random_images, labels=LABELS, n_classes=10)
+    assert all(math.isfinite(h[k]) for h in state.history for k in ("d_loss", "g_loss"))
+    out = state.ema(torch.randn(10, 16), torch.arange(10))
+    assert out.shape == (10, 1, 28, 28) and torch.isfinite(out).all()
