@@ -32,7 +32,8 @@ def unfinished() -> int:
 
 
 class Progress(tune.Callback):
-    """Prints a line when a trial finishes, is stopped by the scheduler or fails."""
+    """Prints a line when a trial finishes, is stopped by the scheduler, fails and is retried, or fails
+    for good."""
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
@@ -46,6 +47,12 @@ class Progress(tune.Callback):
         epoch, fid = int(last.get("epoch", 0)), last.get("fid", float("nan"))
         how = "finished" if epoch >= self.epochs else f"stopped early by the scheduler after epoch {epoch}"
         print(f"sweep: {trial_name(trial)} {how} (quick FID {fid:.3f})", flush=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune's FailureConfig retries the trial from its last checkpoint (a multi-worker trial's
+        # TorchTrainer resumes its own, under the same Train run name).
+        print(f"sweep: {trial_name(trial)} failed (failure {trial.num_failures}); retrying from its "
+              "last checkpoint", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(f"sweep: {trial_name(trial)} failed (retries exhausted); see its MLflow run", flush=True)
