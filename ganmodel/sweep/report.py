@@ -84,6 +84,10 @@ def results_png(results: list[TrialResult], space: dict[str, Any], path: str | o
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), dpi=100, squeeze=False)
     best = best_trial(results)
     scored = [r for r in results if not math.isnan(r.last_fid)]
+    fids = [r.last_fid for r in scored if r.last_fid > 0]
+    # An early-stopped trial's FID can be 50x the best's: on a linear axis the finished trials,
+    # the ones worth comparing, would sit in one flat row at the bottom.
+    log_fid = len(fids) == len(scored) and len(fids) > 1 and max(fids) / min(fids) >= 10
     for ax, key in zip(axes[0], keys, strict=True):
         values = [r.sampled[key] for r in scored]
         if _numeric(values):
@@ -107,6 +111,8 @@ def results_png(results: list[TrialResult], space: dict[str, Any], path: str | o
             ax.scatter([x], [best.last_fid], s=160, facecolors="none", edgecolors="tab:red", label="best")
         ax.set_xlabel(key)
         ax.set_ylabel("quick FID at the trial's last epoch")
+        if log_fid:
+            ax.set_yscale("log")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
