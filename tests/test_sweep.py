@@ -30,7 +30,16 @@ from typing import Any
 
 import pytest
 import yaml
-from stage_repo import clone_stage_repo, describe, kill_group, sh, short_tmp, wait_for, with_faults
+from stage_repo import (
+    clone_stage_repo,
+    describe,
+    edit_params,
+    kill_group,
+    sh,
+    short_tmp,
+    wait_for,
+    with_faults,
+)
 
 pytest_plugins = ["fixtures_mlflow", "fixtures_stage"]  # mlflow_template_db, upstream_repo
 
@@ -57,6 +66,9 @@ def swept(upstream_repo: Path, mlflow_template_db: Path, tmp_path_factory: pytes
     repo, env = clone_stage_repo(upstream_repo, tmp, mlflow_template_db, ray_tmp, lr_g=GOOD, epochs=1,
                                  num_workers=1, steps_per_epoch=5, eval_samples=100,
                                  storage_path=str(tmp / "ckpt"))
+    # The `dvc exp run` test's evaluate stage: small N (what is tested is that the line runs).
+    edit_params(repo, "evaluate", n_samples=200, batch_size=100, kid_subsets=10, kid_subset_size=100,
+                grid_size=20, nn_rows=4)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["sweep"] = SWEEP
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
