@@ -38,9 +38,12 @@ GRAD_STEPS = 3
 IDENTITY_CASES = {
     # BatchNorm in G, EMA on: buffers must be synced, EMA must follow identical weights.
     "dcgan": dict(arch="dcgan", loss="bce", ema_decay=0.9),
-    # The default recipe's family, conditional, augmented, R1 and 2 D steps per G step.
+    # The default recipe's family, conditional, augmented, R1 and 2 D steps per G step; an
+    # in-training evaluation every epoch (on rank 0 only, as under Ray) recalibrates the EMA's
+    # BatchNorm statistics, which every rank must do alike.
     "conv": dict(arch="conv", loss="hinge", ema_decay=0.9, ema_rampup=True, spectral_norm=True,
-                 augment=("translation", "cutout"), r1_gamma=1.0, d_steps=2),
+                 augment=("translation", "cutout"), r1_gamma=1.0, d_steps=2, conditional=True,
+                 eval_every=1),
     "mlp": dict(arch="mlp", loss="hinge", ema_decay=0.5),
     # The default family: BatchNorm in G, Dropout in D; spectral norm adds D buffers (u, v).
     "mlp_leaky": dict(arch="mlp_leaky", loss="bce", ema_decay=0.9, spectral_norm=True),
@@ -126,8 +129,18 @@ def _worker(rank: int, world: int, init_file: str, images: torch.Tensor,
         ctx = Context(rank, world)
         results: dict[str, Any] = {"identity": {}, "parity": {}}
         for name, kw in IDENTITY_CASES.items():
-            state = train(_cfg(**kw), images, ctx, log=_quiet)
-            results["identity"][name] = {"step": state.step, **_snapshot(state)}
+            cfg = _cfg(**kw)
+            epoch1: dict[str, Any] = {}
+
+            def report(epoch: int, _m: Any, st: GanState, _due: bool, epoch1=epoch1) -> None:
+                if epoch == 1:
+                    epoch1.update(_snapshot(st)["ema"])
+
+            labels = dict(labels=torch.arange(images.shape[0]) % 10, n_classes=10) if cfg.conditional else {}
+            evaluate = (lambda _g: {"fid": 0.0}) if rank == 0 and cfg.eval_every else None
+            state = train(cfg, images, ctx, log=_quiet, report=report, evaluate=evaluate, **labels)
+            results["identity"][name] = {"step": state.step, **_snapshot(state), "ema_epoch1": epoch1,
+                                         "n_classes": unwrap(state.g).n_classes}
         for loss in PARITY_LOSSES:
             state, grads = run_steps(_cfg(loss=loss), ctx, batches)
             results["parity"][loss] = {"grads": grads, **_snapshot(state)}
@@ -157,13 +170,15 @@ def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], wh
 def test_ranks_hold_identical_state(ddp, case: str) -> None:
     r0, r1 = (r["identity"][case] for r in ddp["ranks"])
     assert r0["step"] == r1["step"] == 6
-    for part in ("g", "d", "ema", "opt_g", "opt_d"):
+    assert r0["n_classes"] == (10 if IDENTITY_CASES[case].get("conditional") else 0)
+    for part in ("g", "d", "ema", "opt_g", "opt_d", "ema_epoch1"):
         assert r0[part], part
         _assert_identical(r0[part], r1[part], f"{case}.{part}")
     # Not vacuous: training moved the weights, EMA lags G, and G's BatchNorm running statistics
     # were updated (then averaged across ranks: without that sync they would differ, since each
     # rank normalises its own half of the batch). No family has BatchNorm in D.
-    g0 = build_state(_cfg(**IDENTITY_CASES[case], num_workers=1), Context()).g.state_dict()
+    n_classes = r0["n_classes"]
+    g0 = build_state(_cfg(**IDENTITY_CASES[case], num_workers=1), Context(), n_classes).g.state_dict()
     assert any(not torch.equal(g0[k], r0["g"][k]) for k in g0)
     assert any(not torch.equal(r0["ema"][k], r0["g"][k]) for k in r0["g"] if r0["g"][k].is_floating_point())
     if case in ("dcgan", "mlp_leaky"):

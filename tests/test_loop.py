@@ -12,14 +12,12 @@ import torch
 import torch.multiprocessing as mp
 
 from ganmodel.artifacts import load_generator, save_generator
-from ganmodel.data.prepared import to_unit_range
 from ganmodel.errors import GanModelError
-from ganmodel.losses import LOSSES
 from ganmodel.networks import build_generator
 from ganmodel.training.checkpoint import load_checkpoint, save_checkpoint
 from ganmodel.training.job import outcome_from_state, run_local
 from ganmodel.training.loop import train
-from ganmodel.training.state import N_FIXED_NOISE, Context, GanState, build_state, state_dict, unwrap
+from ganmodel.training.state import N_FIXED_NOISE, Context, GanState, state_dict, unwrap
 
 
 class RecordingTracker:
@@ -28,6 +26,7 @@ class RecordingTracker:
     def __init__(self) -> None:
         self.metrics: list[tuple[int | None, dict[str, float]]] = []
         self.images: list[tuple[str, tuple[int, ...]]] = []
+        self.nrows: list[int | None] = []
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.metrics.append((step, dict(metrics)))
@@ -38,8 +37,9 @@ class RecordingTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
-    def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
+    def log_image(self, images: torch.Tensor, artifact_file: str, nrow: int | None = None) -> None:
         self.images.append((artifact_file, tuple(images.shape)))
+        self.nrows.append(nrow)
 
     def log_file(self, path: Any, artifact_path: str | None = None) -> None:
         pass
@@ -78,6 +78,7 @@ def test_train_runs_and_reports_per_epoch(train_cfg, random_images) -> None:
     assert tracker.metrics[0][1]["d_loss"] == state.history[0]["d_loss"]
     assert tracker.images == [("samples/epoch_0001.png", (N_FIXED_NOISE, 1, 28, 28)),
                               ("samples/epoch_0002.png", (N_FIXED_NOISE, 1, 28, 28))]
+    assert tracker.nrows == [None, None]  # unconditional: a square grid
     assert len(lines) == 2 and lines[-1].startswith("epoch 2/2")
     # The weights moved.
     torch.manual_seed(cfg.seed)
@@ -198,25 +199,85 @@ def test_ema(train_cfg, random_images) -> None:
     assert not _same_state_dict(outcome.generator, g1)
 
 
+def _conv_output_dtypes(cfg, images) -> tuple[GanState, set[torch.dtype]]:
+    """Train, recording the dtype every Conv2d / ConvTranspose2d of G and D computed in."""
+    seen: set[torch.dtype] = set()
+
+    def hook(m: torch.nn.Module, _inputs: Any, out: Any) -> None:
+        if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            seen.add(out.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        return _train(cfg, images), seen
+    finally:
+        handle.remove()
+
+
 def test_bf16_autocast_on_cpu(train_cfg, random_images) -> None:
-    state = _train(train_cfg(epochs=1, steps_per_epoch=2, batch_size=32, precision="bf16"), random_images)
-    h = state.history[-1]
-    assert math.isfinite(h["d_loss"]) and math.isfinite(h["g_loss"])
-    assert all(p.dtype == torch.float32 for p in unwrap(state.g).parameters())
-    fp32 = _train(train_cfg(epochs=1, steps_per_epoch=2, batch_size=32), random_images)
-    assert not _same_state_dict(unwrap(state.g).state_dict(), unwrap(fp32.g).state_dict())
+    """bf16 is a precision, not another algorithm: the nets compute in bf16, the weights stay fp32,
+    and the trajectory stays close to fp32's. An autocast that is off, or that corrupts the
+    update, each fails here."""
+    cfg = train_cfg(arch="dcgan", epochs=1, steps_per_epoch=4, batch_size=32, lr_g=1e-3, lr_d=1e-3)
+    torch.manual_seed(cfg.seed)
+    g0 = build_generator(cfg.arch, cfg.z_dim).state_dict()
+    bf16, bf16_dtypes = _conv_output_dtypes(cfg.model_copy(update={"precision": "bf16"}), random_images)
+    fp32, fp32_dtypes = _conv_output_dtypes(cfg, random_images)
+    # (The epoch's sample grid runs outside autocast, so bf16 training records fp32 too.)
+    assert torch.bfloat16 in bf16_dtypes and fp32_dtypes == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in unwrap(bf16.g).parameters())
+    a, b = unwrap(bf16.g).state_dict(), unwrap(fp32.g).state_dict()
+    keys = [k for k in g0 if g0[k].is_floating_point() and "running" not in k]
+    moved = math.sqrt(sum(float((b[k] - g0[k]).norm()) ** 2 for k in keys))
+    apart = math.sqrt(sum(float((a[k] - b[k]).norm()) ** 2 for k in keys))
+    # Measured 0.27: Adam's first steps are nearly sign(gradient), so rounding flips the update of
+    # weights whose gradient is near 0; a trajectory of its own would be apart by about `moved`.
+    assert 0 < apart < 0.5 * moved, (apart, moved)
+    assert bf16.history[-1]["d_loss"] == pytest.approx(fp32.history[-1]["d_loss"], rel=0.1)
+
+
+def _expected_losses(loss: str, real: torch.Tensor, fake: torch.Tensor) -> tuple[float, float]:
+    """The D and G losses of logits, written out independently of `ganmodel.losses`."""
+    import torch.nn.functional as F
+
+    real, fake = real.double(), fake.double()
+    if loss == "bce":  # Goodfellow et al. 2014, with the non-saturating G loss
+        return float(F.softplus(-real).mean() + F.softplus(fake).mean()), float(F.softplus(-fake).mean())
+    if loss == "hinge":
+        return float(F.relu(1 - real).mean() + F.relu(1 + fake).mean()), float(-fake.mean())
+    return float(fake.mean() - real.mean()), float(-fake.mean())  # WGAN, before the gradient penalty
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
-@pytest.mark.parametrize("loss", ["hinge", "wgan_gp"])
+@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan_gp"])
 def test_loss_variants(train_cfg, random_images, arch: str, loss: str) -> None:
-    outcome = run_local(train_cfg(arch=arch, loss=loss, epochs=1, steps_per_epoch=2, batch_size=16),
-                        random_images)
-    h = outcome.history[-1]
-    assert math.isfinite(h["d_loss"]) and math.isfinite(h["g_loss"])
-    g = build_generator(arch, 100)
-    g.load_state_dict(outcome.generator)
-    assert g.eval()(outcome.fixed_noise[:3]).shape == (3, 1, 28, 28)
+    """The loss a run names is the loss it optimises: one step's logged losses equal the formulas
+    on the discriminator's own logits of that step, and WGAN-GP adds a positive penalty."""
+    cfg = train_cfg(arch=arch, loss=loss, epochs=1, steps_per_epoch=1, batch_size=16)
+    logits: list[torch.Tensor] = []
+    import ganmodel.training.state as state_mod
+
+    real_build = state_mod.build_discriminator
+
+    def build(*a, **kw):  # D of this run, with its outputs recorded
+        d = real_build(*a, **kw)
+        d.register_forward_hook(lambda _m, _i, out: logits.append(out.detach()))
+        return d
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(state_mod, "build_discriminator", build)
+        state = _train(cfg, random_images)
+    # D's forwards in the step: [real; fake] in the D step, (the penalty's,) then fake in the G step,
+    # which sees D after its update.
+    both, g_fake = logits[0], logits[-1]
+    d_want, _ = _expected_losses(loss, both[:16], both[16:])
+    _, g_want = _expected_losses(loss, both[:16], g_fake)
+    h = state.history[-1]
+    assert h["g_loss"] == pytest.approx(g_want, rel=1e-5, abs=1e-6)
+    if loss == "wgan_gp":
+        assert len(logits) == 3 and h["d_loss"] > d_want + 1e-6  # + 10 x a gradient penalty > 0
+    else:
+        assert len(logits) == 2 and h["d_loss"] == pytest.approx(d_want, rel=1e-5, abs=1e-6)
 
 
 def test_generator_file_round_trip(tmp_path: Path, train_cfg, random_images) -> None:
@@ -285,31 +346,40 @@ def test_conditional_training_needs_labels_and_records_its_classes(train_cfg, ra
     cfg = train_cfg(arch="mlp", conditional=True, epochs=1, steps_per_epoch=2, batch_size=20)
     with pytest.raises(GanModelError, match="train.conditional"):
         _train(cfg, random_images)
-    state = _train(cfg, random_images, labels=LABELS, n_classes=10)
+    tracker = RecordingTracker()
+    state = _train(cfg, random_images, labels=LABELS, n_classes=10, tracker=tracker)
     assert unwrap(state.g).n_classes == 10
     assert state.fixed_labels.tolist() == [c for c in range(10) for _ in range(8)]  # a row per class
+    # ... and the per-epoch grid in MLflow is laid out that way: 8 per row, one row per class.
+    assert tracker.images == [("samples/epoch_0001.png", (80, 1, 28, 28))] and tracker.nrows == [8]
     assert state.fixed_noise.shape == (80, 100)
     assert state_dict(state)["fixed_labels"].tolist() == state.fixed_labels.tolist()
 
 
 def test_d_steps_update_g_once_per_d_steps(train_cfg, random_images) -> None:
-    cfg = train_cfg(epochs=1, steps_per_epoch=6, batch_size=16, d_steps=3)
-    state = build_state(cfg, Context())
-    counts = {"g": 0, "d": 0}
-    state.opt_g.register_step_post_hook(lambda *_: counts.__setitem__("g", counts["g"] + 1))
-    state.opt_d.register_step_post_hook(lambda *_: counts.__setitem__("d", counts["d"] + 1))
-    from ganmodel.training.loop import StepSpec, d_step, g_step
+    """The loop's own optimisers: with d_steps=3, six steps are six D updates and two G updates
+    (Adam counts its steps per parameter), and the logged g_loss is the mean of those two G
+    losses, not of stale values and zeros."""
+    import ganmodel.training.loop as loop
 
-    spec = StepSpec(LOSSES["bce"])
-    for i in range(6):
-        real = to_unit_range(random_images[i * 16:(i + 1) * 16])
-        fake = state.g(torch.randn(16, 100))
-        d_step(state, real, fake, None, spec)
-        if (i + 1) % cfg.d_steps == 0:
-            g_step(state, fake, None, spec)
-    assert counts == {"d": 6, "g": 2}
-    out = _train(cfg, random_images)  # the loop itself: step counts D updates
-    assert out.step == 6
+    cfg = train_cfg(epochs=1, steps_per_epoch=6, batch_size=16, d_steps=3)
+    g_losses: list[float] = []
+    real_g_step = loop.g_step
+
+    def record(*a, **kw):
+        out = real_g_step(*a, **kw)
+        g_losses.append(float(out))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(loop, "g_step", record)
+        state = _train(cfg, random_images)
+    assert state.step == 6
+    steps = {name: {int(s["step"]) for s in opt.state.values()}
+             for name, opt in (("d", state.opt_d), ("g", state.opt_g))}
+    assert steps == {"d": {6}, "g": {2}}
+    assert len(g_losses) == 2
+    assert state.history[-1]["g_loss"] == pytest.approx(sum(g_losses) / 2, rel=1e-6)
 
 
 def test_ema_rampup_follows_the_step(train_cfg) -> None:
@@ -328,5 +398,50 @@ def test_conditional_nets_train_with_every_loss_in_bf16_with_ema(train_cfg, rand
                     ema_rampup=True, precision="bf16", epochs=1, steps_per_epoch=2, batch_size=16, z_dim=16)
     state = _train(cfg, random_images, labels=LABELS, n_classes=10)
     assert all(math.isfinite(h[k]) for h in state.history for k in ("d_loss", "g_loss"))
-    out = state.ema(torch.randn(10, 16), torch.arange(10))
+    z = torch.randn(1, 16).repeat(10, 1)
+    out = state.ema.eval()(z, torch.arange(10))
     assert out.shape == (10, 1, 28, 28) and torch.isfinite(out).all()
+    # The class reaches the image: one z asked for ten classes gives ten different images.
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 10
+    # Every loss moved both nets: neither optimiser is idle under conditioning.
+    assert {int(s["step"]) for s in state.opt_d.state.values()} == {2}
+    assert {int(s["step"]) for s in state.opt_g.state.values()} == {2}
+
+
+def test_batchnorm_recalibration_fits_the_statistics_to_the_weights() -> None:
+    """`recalibrate_batchnorm` gives an EMA generator the BatchNorm statistics of its own weights:
+    stale statistics (G's, from other weights) make eval-mode samples differ from what the same
+    weights give with batch statistics; recalibrated, eval and batch outputs agree. It is seeded,
+    leaves the global RNG, the momenta and the mode alone, and draws labels from the given pool."""
+    from ganmodel.training.state import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    g = build_generator("dcgan", 16, n_classes=10)
+    with torch.no_grad():  # weights moved away from those the running statistics were measured on
+        for p in g.parameters():
+            p.mul_(1.5).add_(0.05)
+    z, y = torch.randn(512, 16), torch.arange(512) % 10
+
+    def gap() -> float:
+        g.eval()
+        ev = g(z, y)
+        g.train()
+        with torch.no_grad():
+            return float((ev - g(z, y)).abs().mean())
+
+    with torch.no_grad():
+        before = gap()
+        rng = torch.get_rng_state()
+        momenta = [m.momentum for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        g.eval()
+        pool = torch.arange(100) % 10  # the training classes
+        recalibrate_batchnorm(g, pool, seed=5)
+        stats = {k: v.clone() for k, v in g.state_dict().items() if "running" in k}
+        assert torch.equal(torch.get_rng_state(), rng) and not g.training
+        assert [m.momentum for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)] == momenta
+        after = gap()
+        recalibrate_batchnorm(g, pool, seed=5)
+        assert all(torch.equal(v, g.state_dict()[k]) for k, v in stats.items())  # seeded
+        recalibrate_batchnorm(g, torch.full((64,), 7), seed=5)  # another class pool, other statistics
+        assert not all(torch.equal(v, g.state_dict()[k]) for k, v in stats.items())
+    assert after < 0.25 * before, (after, before)

@@ -16,7 +16,7 @@ import torch
 class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_image(self, images: torch.Tensor, artifact_file: str) -> None: ...
+    def log_image(self, images: torch.Tensor, artifact_file: str, nrow: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_file(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None: ...
 
@@ -30,7 +30,7 @@ class NullTracker:
     def log_params(self, params: dict[str, Any]) -> None:
         pass
 
-    def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
+    def log_image(self, images: torch.Tensor, artifact_file: str, nrow: int | None = None) -> None:
         pass
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -65,12 +65,13 @@ class MlflowTracker:
         for i in range(0, len(batch), 100):
             self.client.log_batch(self.run_id, params=batch[i : i + 100], synchronous=True)
 
-    def log_image(self, images: torch.Tensor, artifact_file: str) -> None:
+    def log_image(self, images: torch.Tensor, artifact_file: str, nrow: int | None = None) -> None:
+        """A sample grid PNG of `images`, `nrow` per row (default: a square)."""
         from ganmodel.figures import save_grid
 
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / Path(artifact_file).name
-            save_grid(images, p)
+            save_grid(images, p, nrow=nrow)
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(p), None if parent == "." else parent)
 

@@ -28,6 +28,7 @@ from ganmodel.losses import GRADIENT_PENALTY, LOSSES, GANLoss, gradient_penalty,
 from ganmodel.networks import IMAGE_SHAPE, check_shape
 from ganmodel.tracking.tracker import NullTracker, Tracker
 from ganmodel.training.state import (
+    GRID_COLUMNS,
     Context,
     GanState,
     build_state,
@@ -203,10 +204,13 @@ def train(
         t0 = time.perf_counter()
         gen = epoch_generator(cfg.seed, epoch, ctx.device)
         perm = torch.randperm(data.shape[0], generator=gen, device=ctx.device)
-        sums = torch.zeros(2, device=ctx.device)
+        # D and G losses summed over their own updates: with d_steps > 1, G updates on every
+        # d_steps-th step only, and its mean is over those updates alone.
+        d_sum = torch.zeros((), device=ctx.device)
+        g_sum = torch.zeros((), device=ctx.device)
+        g_updates = 0
         unwrap(state.g).train()
         unwrap(state.d).train()
-        g_loss = torch.zeros((), device=ctx.device)
         for i in range(n_steps):
             # Every draw is for the global batch from the shared stream, then sliced: N ranks
             # see exactly what one rank at the global batch would.
@@ -222,15 +226,17 @@ def train(
             with torch.set_grad_enabled(g_turn), torch.autocast(
                     ctx.device.type, dtype=torch.bfloat16, enabled=spec.autocast):
                 fake = state.g(z) if y is None else state.g(z, y)
-            d_loss = d_step(state, real, fake, y, spec, p_real, p_fake)
+            d_sum += d_step(state, real, fake, y, spec, p_real, p_fake)
             if g_turn:
-                g_loss = g_step(state, fake, y, spec, p_g)
+                g_sum += g_step(state, fake, y, spec, p_g)
+                g_updates += 1
                 if state.ema is not None:
                     update_ema(state.ema, state.g, ema_decay_at(cfg, state.step))
-            sums += torch.stack([d_loss, g_loss])
             state.step += 1
         sync_buffers(state, ctx)
-        means = _mean_across_ranks(sums / n_steps, ctx).tolist()
+        # An epoch shorter than d_steps has no G update: its g_loss is NaN, not a fake 0.
+        g_mean = g_sum / g_updates if g_updates else torch.full((), float("nan"), device=ctx.device)
+        means = _mean_across_ranks(torch.stack([d_sum / n_steps, g_mean]), ctx).tolist()
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         dt = time.perf_counter() - t0
@@ -243,22 +249,25 @@ def train(
             "epoch_time_s": dt,
         }
         state.history.append({"epoch": state.epoch, **metrics})
-        eval_due = evaluate is not None and cfg.eval_every and (
-            state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs)
+        # Decided from the config alone, so every rank agrees; only rank 0 has `evaluate`.
+        eval_due = bool(cfg.eval_every) and (state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs)
         if state.ema is not None and (eval_due or state.epoch == cfg.epochs):
-            # What is evaluated, and what ships, samples with statistics of its own weights (every
-            # rank alike; the next step's update_ema copies G's buffers back in).
+            # What is evaluated, and what ships, samples with statistics of its own weights. Every
+            # rank recalibrates, identically (a private seeded stream), so the EMA stays the same on
+            # all ranks and in the checkpoint; the next step's update_ema copies G's buffers back in.
             recalibrate_batchnorm(state.ema, ys, cfg.seed * 1_000_003 + 7 * state.epoch)
         if ctx.is_main:
             gen_model = sampling_generator(state)
-            if eval_due:
+            if eval_due and evaluate is not None:
                 t_eval = time.perf_counter()
                 metrics.update(evaluate(gen_model))
                 metrics["eval_time_s"] = time.perf_counter() - t_eval
                 state.history[-1].update(metrics)
             tracker.log_metrics(metrics, step=state.epoch)
             grid = sample(gen_model, state.fixed_noise, state.fixed_labels)
-            tracker.log_image(grid, f"samples/epoch_{state.epoch:04d}.png")
+            # A conditional model's fixed samples are GRID_COLUMNS per class: one row per class.
+            tracker.log_image(grid, f"samples/epoch_{state.epoch:04d}.png",
+                              nrow=GRID_COLUMNS if state.fixed_labels is not None else None)
             steady = epoch_times[1:] or epoch_times
             eta = (cfg.epochs - state.epoch) * sum(steady) / len(steady)
             extra = f" fid {metrics['fid']:.2f}" if "fid" in metrics else ""
