@@ -12,6 +12,7 @@ import scipy.linalg
 import torch
 
 from ganmodel.artifacts import save_classifier
+from ganmodel.data.prepared import to_unit_range as to_unit
 from ganmodel.errors import GanModelError
 from ganmodel.evaluation.coverage import class_coverage
 from ganmodel.evaluation.distances import fid_from_features, inception_score, kid_from_features
@@ -24,7 +25,8 @@ from ganmodel.evaluation.metrics import (
     EvalSpec,
     compare,
     evaluate_generator,
-    real_floor,
+    generate,
+    real_sets,
 )
 from ganmodel.evaluation.prdc import knn_radii, nearest_neighbours, prdc
 from ganmodel.evaluation.quick import QuickFID
@@ -295,20 +297,61 @@ def test_evaluate_generator_and_real_floor(classifier, random_images):
     other = compute_stats(classifier, random_images[128:256], labels[128:])
     g = build_generator("mlp", 8)
     spec = EvalSpec(n_samples=60, seed=3, batch_size=64, pr_k=3, kid_subsets=5, kid_subset_size=30)
-    out = evaluate_generator(g, classifier, ref, spec)
+    out, floor = evaluate_generator(g, classifier, ref, other, spec)
     assert set(METRIC_KEYS) <= set(out)
     assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
     assert out["n_samples"] == 60 and out["kid_std"] >= 0 and 1 <= out["is_mean"] <= 10
-    assert evaluate_generator(g, classifier, ref, spec) == out
+    assert evaluate_generator(g, classifier, ref, other, spec) == (out, floor)
     # The batch size of the generated samples does not move the figures.
-    rebatched = evaluate_generator(g, classifier, ref, EvalSpec(**{**spec.__dict__, "batch_size": 7}))
+    rebatched, _ = evaluate_generator(g, classifier, ref, other,
+                                      EvalSpec(**{**spec.__dict__, "batch_size": 7}))
     assert all(rebatched[k] == pytest.approx(out[k], rel=1e-6, abs=1e-9) for k in out)
 
-    floor = real_floor(ref, other, spec)
     assert set(METRIC_KEYS) <= set(floor) and floor["n_samples"] == 60
     # Random images vs random images: same distribution, so far closer than to an untrained generator.
     assert floor["fid"] < out["fid"]
     with pytest.raises(GanModelError, match="disjoint"):
-        real_floor(ref, ref, spec)
+        evaluate_generator(g, classifier, ref, ref, spec)
     with pytest.raises(GanModelError, match="n_samples"):
-        evaluate_generator(g, classifier, ref, EvalSpec(**{**spec.__dict__, "n_samples": 129}))
+        evaluate_generator(g, classifier, ref, other, EvalSpec(**{**spec.__dict__, "n_samples": 129}))
+
+
+def test_a_conditional_generator_is_asked_for_the_floor_sets_labels(classifier, random_images):
+    """One protocol for the generator and the floor: a conditional generator is asked for exactly
+    the labels of set B, so its class mix is B's, not reference A's."""
+    labels = torch.arange(256) % 10
+    ref = compute_stats(classifier, random_images[:128], labels[:128])
+    other = compute_stats(classifier, random_images[128:256], (labels[128:] * 7) % 10)
+    spec = EvalSpec(n_samples=60, seed=3)
+    sets = real_sets(ref, other, spec)
+    g = build_generator("mlp", 8, n_classes=10)
+    sample = generate(g, classifier, sets, spec)
+    assert torch.equal(sample.labels, sets.b.labels)
+    assert not torch.equal(sets.a.labels, sets.b.labels)
+    assert generate(build_generator("mlp", 8), classifier, sets, spec).labels is None
+
+
+def test_cond_accuracy_is_the_share_of_samples_classified_as_asked():
+    logits = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1, 2]]  # predicts 0 1 2 0 1 2
+    asked = torch.tensor([0, 1, 2, 1, 1, 0])
+    c = Comparison(_features(6, 4, 0), asked, _features(6, 4, 1), logits, seed=0, fake_labels=asked)
+    out = METRICS["cond_accuracy"](c)
+    assert out["cond_accuracy"] == pytest.approx(4 / 6)
+    per_class = (out["cond_accuracy_0"], out["cond_accuracy_1"], out["cond_accuracy_2"])
+    assert per_class == (0.5, pytest.approx(2 / 3), 1.0)
+    no_labels = Comparison(_features(6, 4, 0), asked, _features(6, 4, 1), logits, seed=0)
+    assert METRICS["cond_accuracy"](no_labels) == {}  # an unconditional generator asked for nothing
+
+
+def test_cas_is_high_for_real_images_chance_for_shuffled_labels_and_seeded(mnist5k):
+    from ganmodel.evaluation.cas import classification_accuracy_score
+
+    train, test = mnist5k["train"], mnist5k["test"]
+    x, y = train.images[:600], train.labels[:600]
+    real = classification_accuracy_score(x, y, test, 10, epochs=6, seed=0)
+    assert real > 0.85
+    assert classification_accuracy_score(x, y, test, 10, epochs=6, seed=0) == real
+    shuffled = y[torch.randperm(600, generator=torch.Generator().manual_seed(0))]
+    assert classification_accuracy_score(x, shuffled, test, 10, epochs=6, seed=0) < 0.3
+    as_floats = classification_accuracy_score(to_unit(x), y, test, 10, epochs=6, seed=0)
+    assert as_floats == pytest.approx(real, abs=1e-9)  # uint8 and [-1, 1] floats are the same images

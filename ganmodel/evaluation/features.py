@@ -11,7 +11,6 @@ from torch import nn
 
 from ganmodel.data.prepared import to_unit_range
 from ganmodel.errors import GanModelError
-from ganmodel.networks import IMAGE_SHAPE
 from ganmodel.networks.classifier import EvalClassifier
 
 # Generator outputs pass through tanh; a little slack covers float rounding, while images in
@@ -20,8 +19,9 @@ _RANGE_SLACK = 1e-3
 
 
 def _check_images(images: torch.Tensor) -> None:
-    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"images: expected shape [N, 1, 28, 28], got {list(images.shape)}")
+    # The shape the feature network takes is checked at its boundary (`check_shape`).
+    if images.ndim != 4:
+        raise ValueError(f"images: expected shape [N, C, H, W], got {list(images.shape)}")
     if images.dtype == torch.uint8 or images.numel() == 0:
         return
     if not images.is_floating_point():
@@ -40,7 +40,7 @@ def extract(model: EvalClassifier, images: torch.Tensor, batch_size: int,
             device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features [N, D] and logits [N, C] of `images`, both float64 on the CPU.
 
-    `images` are uint8 [N, 1, 28, 28] in [0, 255] or float in [-1, 1]; they are moved to
+    `images` are uint8 [N, C, H, W] in [0, 255] or float in [-1, 1]; they are moved to
     `device` (default: the model's device) one batch at a time, so a large set stays on the CPU.
     The model runs in eval mode (BatchNorm running stats, no dropout); its mode is restored.
     """
@@ -74,7 +74,7 @@ def is_conditional(generator: nn.Module) -> bool:
 @torch.no_grad()
 def sample_images(generator: nn.Module, n: int, seed: int, batch_size: int = 500,
                   labels: torch.Tensor | None = None) -> torch.Tensor:
-    """`n` images (float [n, 1, 28, 28] in [-1, 1], on the CPU) from z ~ N(0, I) seeded by `seed`;
+    """`n` images (float [n, C, H, W] in [-1, 1], on the CPU) from z ~ N(0, I) seeded by `seed`;
     a conditional generator is asked for `labels` [n] (required for it, refused otherwise).
 
     All of z is drawn at once from a CPU `torch.Generator`, so the samples depend only on the
@@ -92,17 +92,17 @@ def sample_images(generator: nn.Module, n: int, seed: int, batch_size: int = 500
         raise ValueError(f"labels: expected shape [{n}], got {list(labels.shape)}")
     device = _model_device(generator)
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
-    out = torch.empty(n, *IMAGE_SHAPE)
+    parts = []
     was_training = generator.training
     generator.eval()
     try:
         for lo in range(0, n, batch_size):
             zb = z[lo : lo + batch_size].to(device)
             x = generator(zb) if labels is None else generator(zb, labels[lo : lo + batch_size].to(device))
-            out[lo : lo + batch_size] = x.float().cpu()
+            parts.append(x.float().cpu())
     finally:
         generator.train(was_training)
-    return out
+    return torch.cat(parts)
 
 
 def proportional_labels(real_labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:

@@ -102,12 +102,14 @@ def cond_accuracy(c: Comparison) -> dict[str, float]:
     return out
 
 
-DEFAULT_METRICS = ("fid", "kid", "inception_score", "prdc", "class_coverage", "cond_accuracy", "cas")
+DEFAULT_METRICS = ("fid", "kid", "inception_score", "prdc", "class_coverage", "cond_accuracy", "cas",
+                   "data_copying")
 # Metrics run by the evaluate protocol itself, not on one comparison of features: CAS trains a
-# classifier on the generated images (`ganmodel.evaluation.cas`).
-PROTOCOL_METRICS = ("cas",)
-# The register gate reads fid (for fid_ratio) and classes_covered.
-REQUIRED_METRICS = ("fid", "class_coverage")
+# classifier on the generated images (`ganmodel.evaluation.cas`); data_copying compares distances to
+# the whole train split with held-out ones (`ganmodel.evaluation.memorisation`).
+PROTOCOL_METRICS = ("cas", "data_copying")
+# The register gate reads fid (for fid_ratio), classes_covered and data_copying.
+REQUIRED_METRICS = ("fid", "class_coverage", "data_copying")
 
 
 def compare(c: Comparison, metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
@@ -136,12 +138,6 @@ def pick(n_total: int, n: int, seed: int, what: str) -> torch.Tensor:
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
 
 
-def _subset(stats: RealStats, n: int, seed: int, what: str) -> tuple[torch.Tensor, ...]:
-    """Features, logits and labels of a seeded n-subset of a featurised real set."""
-    idx = pick(stats.n, n, seed, what)
-    return stats.features[idx], stats.logits[idx], stats.labels[idx]
-
-
 @dataclass(frozen=True)
 class EvalSpec:
     """How samples are drawn and compared: N, the seed of z/subsets/KID/IS, and metric settings."""
@@ -162,51 +158,79 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class RealSubset:
+    """A seeded N-subset of a featurised real split: its rows, features, logits and labels."""
+
+    index: torch.Tensor  # int64 [N], rows of the split
+    feats: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+def _subset(stats: RealStats, n: int, seed: int, what: str) -> RealSubset:
+    idx = pick(stats.n, n, seed, what)
+    return RealSubset(idx, stats.features[idx], stats.logits[idx], stats.labels[idx])
+
+
+@dataclass(frozen=True)
+class RealSets:
+    """The protocol's two real samples of N images each.
+
+    A (the reference, seeded by `seed`) is drawn from the train split: what the generator learned.
+    B (seeded by `seed + 1`) is drawn from the held-out split, disjoint from A: the floor's stand-in
+    for a perfect generator. Every figure compares a sample under test with A; the generator and B
+    are treated alike, and a conditional generator is asked for exactly B's labels, so the two
+    differ only in their images, never in their class mix."""
+
+    a: RealSubset
+    b: RealSubset
+
+
+def real_sets(real_a: RealStats, real_b: RealStats, p: EvalSpec) -> RealSets:
+    """A and B (see `RealSets`) from the featurised train (`real_a`) and held-out (`real_b`) splits."""
+    if real_a.features.data_ptr() == real_b.features.data_ptr():
+        raise GanModelError("real_sets: the two real sets are the same; use two disjoint splits")
+    return RealSets(_subset(real_a, p.n_samples, p.seed, "real reference set"),
+                    _subset(real_b, p.n_samples, p.seed + 1, "held-out real set"))
+
+
+@dataclass(frozen=True)
 class Generated:
     """A seeded sample of a generator, featurised: what every metric of it reads."""
 
-    images: torch.Tensor  # float [N, 1, 28, 28] in [-1, 1]
+    images: torch.Tensor  # float [N, C, H, W] in [-1, 1]
     labels: torch.Tensor | None  # the classes asked for (conditional), else None
     feats: torch.Tensor
     logits: torch.Tensor
 
 
-def generate(generator: nn.Module, classifier: EvalClassifier, real: RealStats, p: EvalSpec,
+def generate(generator: nn.Module, classifier: EvalClassifier, sets: RealSets, p: EvalSpec,
              device: str | torch.device | None = None) -> Generated:
     """`p.n_samples` images from z seeded by `p.seed`; a conditional generator is asked for the
-    classes of the seeded real reference subset, so its labels follow the real proportions."""
-    conditional = is_conditional(generator)
-    labels = _subset(real, p.n_samples, p.seed, "real reference set")[2] if conditional else None
+    labels of set B, as B's images are its stand-in in the floor."""
+    labels = sets.b.labels if is_conditional(generator) else None
     images = sample_images(generator, p.n_samples, p.seed, p.batch_size, labels)
     feats, logits = extract(classifier, images, p.batch_size, device)
     return Generated(images, labels, feats, logits)
 
 
-def evaluate_generator(generator: nn.Module, classifier: EvalClassifier, real: RealStats, p: EvalSpec,
-                       device: str | torch.device | None = None) -> dict[str, float]:
-    """Every metric of `p` for `p.n_samples` generated images vs a seeded random `n_samples` subset
-    of the featurised real reference set. `p.seed` fixes z, the reference subset, the KID subsets
-    and the IS shuffle. Returns floats (class_coverage adds per-class `class_count_<c>`,
-    `class_frac_<c>`, `class_real_frac_<c>`)."""
-    return compare_generated(generate(generator, classifier, real, p, device), real, p)
+def compare_generated(gen: Generated, sets: RealSets, p: EvalSpec) -> dict[str, float]:
+    """Every comparison metric of `p` for a generated sample against reference A."""
+    return compare(p.comparison(sets.a.feats, sets.a.labels, gen.feats, gen.logits, gen.labels), p.metrics)
 
 
-def compare_generated(gen: Generated, real: RealStats, p: EvalSpec) -> dict[str, float]:
-    """Every comparison metric of `p` for a generated sample against the seeded reference subset."""
-    feats, _, labels = _subset(real, p.n_samples, p.seed, "real reference set")
-    return compare(p.comparison(feats, labels, gen.feats, gen.logits, gen.labels), p.metrics)
+def real_floor(sets: RealSets, p: EvalSpec) -> dict[str, float]:
+    """The same metrics with set B in the generator's place: what real data scores at this N with
+    this classifier (FID, KID and the k-NN metrics are biased at finite N)."""
+    b = sets.b
+    return compare(p.comparison(sets.a.feats, sets.a.labels, b.feats, b.logits, b.labels), p.metrics)
 
 
-def real_floor(real_a: RealStats, real_b: RealStats, p: EvalSpec) -> dict[str, float]:
-    """The same metrics with real set B (the evaluate stage: held-out val+test images) in the
-    generator's place.
-
-    Set A is the reference, subsampled exactly as in `evaluate_generator` with the same seed, so
-    a generator's figures and the floor share one reference sample. A and B must be disjoint
-    (different splits): overlapping sets would report a floor that is too good.
-    """
-    if real_a.features.data_ptr() == real_b.features.data_ptr():
-        raise GanModelError("real_floor: the two real sets are the same; use two disjoint splits")
-    feats_a, _, lab_a = _subset(real_a, p.n_samples, p.seed, "real reference set")
-    feats_b, logits_b, lab_b = _subset(real_b, p.n_samples, p.seed + 1, "second real set")
-    return compare(p.comparison(feats_a, lab_a, feats_b, logits_b, lab_b), p.metrics)
+def evaluate_generator(generator: nn.Module, classifier: EvalClassifier, real_a: RealStats,
+                       real_b: RealStats, p: EvalSpec,
+                       device: str | torch.device | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """(the generator's figures, the real floor) under `p`: every metric of `p` for `p.n_samples`
+    generated images and for set B, each against reference A. `p.seed` fixes z, both subsets, the
+    KID subsets and the IS shuffle."""
+    sets = real_sets(real_a, real_b, p)
+    return compare_generated(generate(generator, classifier, sets, p, device), sets, p), real_floor(sets, p)

@@ -1,10 +1,13 @@
 """The evaluate stage's protocol: generated vs real reference, the real-vs-real floor, and the
 sheets people look at (sample grid, nearest neighbours).
 
-Reference set A is the train split (what the generator learned); the floor's set B is the
-held-out val+test images, disjoint from A. Both are compared at the same N, and
-`fid_ratio = fid / fid_floor` sets the figure against what real data scores. The floor is mostly
-finite-N bias, so the ratio grows with N: compare it at one N and on one dataset.
+Reference set A is drawn from the train split (what the generator learned); the floor's set B
+from the held-out val+test images, disjoint from A. The generator stands where B stands: both are
+compared with A at the same N, and a conditional generator is asked for B's labels, so its figures
+and the floor's differ only by the images. `fid_ratio = fid / fid_floor` sets the figure against
+what real data scores. The floor is mostly finite-N bias, so the ratio grows with N: compare it at
+one N and on one dataset. Memorisation (`data_copying`) sets the generator's distances to the
+whole train split against held-out images' distances (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -15,19 +18,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ganmodel.codebase import code_hash
 from ganmodel.config import EvaluateParams
 from ganmodel.data.prepared import Split, to_unit_range
 from ganmodel.evaluation.cas import classification_accuracy_score
 from ganmodel.evaluation.features import extract, is_conditional, sample_images
-from ganmodel.evaluation.metrics import EvalSpec, compare_generated, generate, pick, real_floor
+from ganmodel.evaluation.memorisation import data_copying, train_cells
+from ganmodel.evaluation.metrics import EvalSpec, RealSets, compare_generated, generate, real_floor, real_sets
 from ganmodel.evaluation.prdc import nearest_neighbours
-from ganmodel.evaluation.realstats import compute_stats
+from ganmodel.evaluation.realstats import RealStats, compute_stats
 from ganmodel.networks.classifier import EvalClassifier
 
 FLOOR_SUFFIX = "_floor"
 # The figures reported next to their real floor (spreads and counts have no floor of interest).
 FLOOR_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage",
-              "classes_covered", "class_kl", "cond_accuracy", "cas")
+              "classes_covered", "class_kl", "cond_accuracy", "cas", "data_copying", "train_distance_ratio")
 # The per-class histogram goes to its own plot file, not to the headline metrics: twenty columns
 # of it made `dvc metrics show` unreadable. MLflow keeps them as metrics of the evaluate run.
 HISTOGRAM_PREFIXES = ("class_count_", "class_frac_", "class_real_frac_", "cond_accuracy_")
@@ -77,6 +82,12 @@ def sample_grid(generator: nn.Module, n: int, seed: int, batch_size: int) -> tup
     return sample_images(generator, labels.shape[0], seed, batch_size, labels), cols
 
 
+def evaluation_code_hash() -> str:
+    """The hash of the code that computes the figures: this module and everything it imports from
+    the package (part of the protocol the register gate compares champions under)."""
+    return code_hash(__name__)
+
+
 def eval_spec(cfg: EvaluateParams) -> EvalSpec:
     """The metric settings of the `evaluate` params section."""
     return EvalSpec(n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size, pr_k=cfg.pr_k,
@@ -84,26 +95,45 @@ def eval_spec(cfg: EvaluateParams) -> EvalSpec:
                     metrics=tuple(cfg.metrics))
 
 
+def _copying(stats_a: RealStats, sets: RealSets, gen_feats: torch.Tensor, seed: int) -> tuple[dict, dict]:
+    """`data_copying` of the generated sample (Q) against set B (P), and its floor: the same test
+    with one half of B in the generator's place and the other half as P (at N/2 each, since a
+    disjoint second held-out set of N is not always there: the null statistic is about 0 at any N)."""
+    cells = train_cells(stats_a.features, sets.b.feats.shape[0], seed)
+    gen = data_copying(cells, sets.b.feats, gen_feats)
+    half = sets.b.feats.shape[0] // 2
+    floor = data_copying(cells, sets.b.feats[:half], sets.b.feats[half:])
+    return gen, floor
+
+
 def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, held: Split,
              cfg: EvaluateParams, class_names: list[str], nn_k: int = 5) -> EvaluationResult:
-    """All metrics for `generator` under the `evaluate` protocol, with the floor and ratios."""
+    """All metrics for `generator` under the `evaluate` protocol, with the floor and ratios.
+
+    The generator and the floor are treated alike (`RealSets`): both are compared with reference A
+    (train), the floor's sample is B (held-out), and a conditional generator is asked for B's
+    labels. CAS trains on the generated images and, for the floor, on A's real images; both are
+    tested on the whole held-out split. Memorisation compares both with the whole train split."""
     if len(class_names) != classifier.n_classes:
         raise ValueError(f"class_names: {len(class_names)} names, the classifier has {classifier.n_classes}")
     t0 = time.perf_counter()
     spec = eval_spec(cfg)
     stats_a = compute_stats(classifier, train.images, train.labels)
     stats_b = compute_stats(classifier, held.images, held.labels)
-    sample = generate(generator, classifier, stats_a, spec)
-    gen = compare_generated(sample, stats_a, spec)
-    floor = real_floor(stats_a, stats_b, spec)
+    sets = real_sets(stats_a, stats_b, spec)
+    sample = generate(generator, classifier, sets, spec)
+    gen = compare_generated(sample, sets, spec)
+    floor = real_floor(sets, spec)
     if sample.labels is not None and "cas" in spec.metrics:
-        # Trained on the N generated images vs on N real train images (the reference subset).
-        idx = pick(train.images.shape[0], spec.n_samples, spec.seed, "real reference set")
         n_classes = classifier.n_classes
         gen["cas"] = classification_accuracy_score(sample.images, sample.labels, held, n_classes,
                                                    cfg.cas_epochs, spec.seed)
-        floor["cas"] = classification_accuracy_score(train.images[idx], train.labels[idx], held, n_classes,
-                                                     cfg.cas_epochs, spec.seed)
+        floor["cas"] = classification_accuracy_score(train.images[sets.a.index], sets.a.labels, held,
+                                                     n_classes, cfg.cas_epochs, spec.seed)
+    if "data_copying" in spec.metrics:
+        copy_gen, copy_floor = _copying(stats_a, sets, sample.feats, spec.seed)
+        gen.update(copy_gen)
+        floor.update(copy_floor)
     metrics = dict(gen)
     for k in FLOOR_KEYS:  # a floor beside each figure the generator has
         if k in floor and k in gen:
@@ -113,11 +143,19 @@ def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, hel
     metrics["eval_seed"] = cfg.seed
 
     grid, grid_cols = sample_grid(generator, cfg.grid_size, cfg.seed, cfg.batch_size)
-    row_labels = stats_a.labels[:cfg.nn_rows] if is_conditional(generator) else None
-    rows = sample_images(generator, cfg.nn_rows, cfg.seed + 1, cfg.batch_size, row_labels)
-    feats, _ = extract(classifier, rows, cfg.batch_size)
-    idx = nearest_neighbours(feats, stats_a.features, k=nn_k)
-    real = to_unit_range(train.images[idx.flatten()]).view(cfg.nn_rows, nn_k, 1, 28, 28)
-    sheet = torch.cat([rows.view(cfg.nn_rows, 1, 1, 28, 28), real], dim=1).view(-1, 1, 28, 28)
+    sheet = neighbour_sheet(generator, classifier, train, stats_a, sets.b.labels[:cfg.nn_rows], cfg, nn_k)
     metrics["eval_time_s"] = time.perf_counter() - t0
     return EvaluationResult(metrics, grid, sheet, nn_k + 1, class_histogram_rows(gen, class_names), grid_cols)
+
+
+def neighbour_sheet(generator: nn.Module, classifier: EvalClassifier, train: Split, stats_a: RealStats,
+                    labels: torch.Tensor, cfg: EvaluateParams, nn_k: int) -> torch.Tensor:
+    """`cfg.nn_rows` generated images (asked for `labels` when conditional), each followed by its
+    `nn_k` nearest train images in feature space: memorisation at a glance."""
+    rows = sample_images(generator, cfg.nn_rows, cfg.seed + 1, cfg.batch_size,
+                         labels if is_conditional(generator) else None)
+    feats, _ = extract(classifier, rows, cfg.batch_size)
+    idx = nearest_neighbours(feats, stats_a.features, k=nn_k)
+    shape = tuple(rows.shape[1:])
+    real = to_unit_range(train.images[idx.flatten()]).view(cfg.nn_rows, nn_k, *shape)
+    return torch.cat([rows.view(cfg.nn_rows, 1, *shape), real], dim=1).view(-1, *shape)
