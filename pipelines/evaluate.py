@@ -43,7 +43,8 @@ def main() -> None:
     upstream = read_upstream(args.upstream, required=("prepare", "classifier", "train"))
 
     from ganmodel.artifacts import GENERATOR, file_weights_hash, load_classifier, load_generator
-    from ganmodel.evaluation.protocol import evaluate, heldout
+    from ganmodel.evaluation.features import is_conditional
+    from ganmodel.evaluation.protocol import evaluate, evaluation_code_hash, heldout
 
     classifier, clf_meta = load_classifier(args.classifier)
     if len(meta["classes"]) != classifier.n_classes:
@@ -69,8 +70,10 @@ def main() -> None:
 
         run.log_dataset(meta, args.prepared, context="evaluation")
         res = evaluate(generator, classifier, train, held, cfg, class_names=meta["classes"])
+        # With n_samples and eval_seed, these fields are the protocol the register gate compares under.
         summary = {**{k: round(v, 6) if isinstance(v, float) else v for k, v in res.headline.items()},
                    "data_hash": meta["data_hash"], "classifier_hash": clf_meta["hash"],
+                   "eval_code_hash": evaluation_code_hash(), "conditional": is_conditional(generator),
                    "generator_hash": gen_hash}
         with OutputSet() as out:
             save_grid(res.grid, out.path(args.samples), nrow=res.grid_cols)  # a row per class
@@ -97,7 +100,8 @@ def main() -> None:
         print(f"evaluate (N={cfg.n_samples}): FID {m['fid']:.2f} (floor {m['fid_floor']:.2f}, ratio "
               f"{m['fid_ratio']:.2f}), KID {m.get('kid_mean', float('nan')):.4f}, IS "
               f"{m.get('is_mean', float('nan')):.2f}, precision {m.get('precision', float('nan')):.3f}, "
-              f"recall {m.get('recall', float('nan')):.3f}, classes {m['classes_covered']:.0f}, "
+              f"recall {m.get('recall', float('nan')):.3f}, classes {m['classes_covered']:.0f}, data copying "
+              f"{m['data_copying']:.2f} (floor {m['data_copying_floor']:.2f}), "
               f"{m['eval_time_s']:.1f}s of metrics, {summary['stage_wall_time_s']:.1f}s in all")
 
 

@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA_HASH = "d" * 64
 CLASSIFIER_HASH = "c" * 64
+EVAL_CODE_HASH = "e" * 64
 
 
 def sqlite_uri(path: Path) -> str:
@@ -102,8 +103,9 @@ def eval_metrics(**overrides: Any) -> dict[str, Any]:
     m: dict[str, Any] = {
         "n_samples": 2000.0, "fid": 10.0, "fid_floor": 1.0, "fid_ratio": 10.0, "kid_mean": 0.01,
         "kid_std": 0.001, "is_mean": 8.5, "is_std": 0.2, "precision": 0.7, "recall": 0.6, "density": 0.9,
-        "coverage": 0.8, "classes_covered": 10.0, "class_kl": 0.05, "data_hash": DATA_HASH,
-        "classifier_hash": CLASSIFIER_HASH, "eval_seed": 1234, "generator_hash": "0" * 64,
+        "coverage": 0.8, "classes_covered": 10.0, "class_kl": 0.05, "data_copying": 0.4,
+        "data_hash": DATA_HASH, "classifier_hash": CLASSIFIER_HASH, "eval_seed": 1234,
+        "eval_code_hash": EVAL_CODE_HASH, "conditional": False, "generator_hash": "0" * 64,
     }
     m.update(overrides)
     return m
@@ -146,7 +148,8 @@ def register_like_pipeline(tracking_uri: str, experiment_id: str, name: str, gen
         metrics["generator_hash"] = weights_of(generator)
     train_run, model_id = log_train_model(generator, tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id) as evaluate:
-        log_model_metrics(model_id, {k: v for k, v in metrics.items() if isinstance(v, float | int)})
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, float | int) and not isinstance(v, bool)}
+        log_model_metrics(model_id, numbers)
     run_ids = {"prepare": uuid.uuid4().hex, "classifier": uuid.uuid4().hex, "train": train_run,
                "evaluate": evaluate.info.run_id}
     with mlflow.start_run(experiment_id=experiment_id) as run:

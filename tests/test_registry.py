@@ -34,7 +34,7 @@ from ganmodel.tracking.models import version_model_id
 
 pytest_plugins = ["fixtures_mlflow"]  # mlflow_store, mlflow_server
 
-CFG = dict(max_fid_ratio=20.0, min_classes_covered=8)
+CFG = dict(max_fid_ratio=20.0, min_classes_covered=8, min_data_copying=-3.0)
 
 
 # -- the gate as a pure function (no MLflow) ---------------------------------------------------
@@ -55,6 +55,9 @@ def _champion(version: str = "1", **metrics) -> Champion:
         (dict(fid=1.0, eval_seed=7), dict(fid=6.0), CHALLENGER, "eval_seed 7 vs 1234"),
         (dict(fid=1.0, classifier_hash="e" * 64), dict(fid=6.0), CHALLENGER, "classifier_hash"),
         (dict(fid=1.0, data_hash="f" * 64), dict(fid=6.0), CHALLENGER, "data_hash"),
+        (dict(fid=1.0, eval_code_hash="a" * 64), dict(fid=6.0), CHALLENGER, "eval_code_hash aaaaaaaaaaaa vs"),
+        (dict(fid=1.0, conditional=True), dict(fid=6.0), CHALLENGER, "conditional true vs false"),
+        (dict(fid=1.0, data_copying=-9.0), None, CHALLENGER, "data_copying -9 < min_data_copying -3"),
         (dict(fid=1.0, fid_ratio=25.0), None, CHALLENGER, "fid_ratio 25 > max_fid_ratio 20"),
         (dict(fid=1.0, classes_covered=7), dict(fid=6.0), CHALLENGER,
          "classes_covered 7 < min_classes_covered 8"),
@@ -78,7 +81,23 @@ def test_protocol_reads_float_n_samples_as_int():
     assert Protocol.from_metrics(a) == Protocol.from_metrics(b)
 
 
+def test_protocol_round_trips_through_version_tags():
+    p = Protocol.from_metrics(eval_metrics(conditional=True))
+    assert p.tags()["protocol.conditional"] == "true"
+    assert Protocol.from_tags(p.tags()) == p
+
+
+def test_the_gate_defaults_are_the_shipped_params(repo_root):
+    """One place for the thresholds: the code's defaults are what params.yaml ships."""
+    import yaml
+
+    shipped = yaml.safe_load((repo_root / "params.yaml").read_text())["register"]
+    assert RegisterParams().model_dump() == RegisterParams(**shipped).model_dump()
+
+
 @pytest.mark.parametrize(("drop", "bad"), [("fid", None), ("eval_seed", None), ("generator_hash", None),
+                                            ("eval_code_hash", None), ("conditional", None),
+                                            ("data_copying", None), (None, {"conditional": "maybe"}),
                                             (None, {"fid": "nan?"}), (None, {"n_samples": 10.5}),
                                             (None, {"fid": float("nan")}), (None, {"generator_hash": "abc"})])
 def test_check_metrics_rejects_incomplete_or_bad(drop, bad):
@@ -131,11 +150,12 @@ def test_first_registration_becomes_champion_and_is_tagged(mlflow_store, generat
     mv = client.get_model_version(name, "1")
     tags = mv.tags
     # Lineage and the gate's decision only: the metrics live on the logged model.
-    assert not [k for k in tags if k.startswith(("metric.", "param."))] and len(tags) <= 16, sorted(tags)
+    assert not [k for k in tags if k.startswith(("metric.", "param."))] and len(tags) <= 18, sorted(tags)
     assert version_model_id(mv) == out["model_id"]
     on_model = {m.key: m.value for m in client.get_logged_model(out["model_id"]).metrics}
     assert on_model["fid"] == 12.5 and on_model["n_samples"] == 2000.0
     assert tags["protocol.n_samples"] == "2000" and tags["protocol.eval_seed"] == "1234"
+    assert tags["protocol.eval_code_hash"] == "e" * 64 and tags["protocol.conditional"] == "false"
     assert tags["data.hash"] == DATA_HASH and tags["classifier.hash"] == CLASSIFIER_HASH
     # (other people edit tracked files meanwhile: compare without the -dirty suffix)
     assert tags["git.commit"].removesuffix("-dirty") == git_commit(".").removesuffix("-dirty") != "unknown"
@@ -186,9 +206,27 @@ def test_other_protocol_is_not_compared(mlflow_store, generators):
     assert "protocol differs" in client.get_model_version(name, "2").tags["gate.reason"]
 
 
+def test_the_champion_is_held_to_the_evaluation_its_version_records(mlflow_store, generators):
+    """Evaluating the champion's model again under another protocol puts a newer `fid` on its
+    logged model; the gate still compares with the figures of the evaluate run the version's
+    protocol tags describe."""
+    import mlflow
+
+    from ganmodel.tracking.models import log_model_metrics
+
+    name = unique_name()
+    first, _ = _register(mlflow_store, name, generators[0], eval_metrics(fid=10.0))
+    mlflow.set_tracking_uri(mlflow_store.uri)
+    with mlflow.start_run(experiment_id=mlflow_store.experiment_id):  # e.g. N=500, seed 7: far lower FID
+        log_model_metrics(first["model_id"], {"fid": 1.0, "n_samples": 500.0, "eval_seed": 7.0})
+    better, _ = _register(mlflow_store, name, generators[1], eval_metrics(fid=9.0))
+    assert better["decision"] == CHAMPION and "beats champion v1 fid 10" in better["reason"]
+
+
 @pytest.mark.parametrize(("metrics", "words"), [
     (dict(fid=5.0, fid_ratio=50.0), "fid_ratio 50 > max_fid_ratio 20"),
     (dict(fid=5.0, classes_covered=3.0), "classes_covered 3 < min_classes_covered 8"),
+    (dict(fid=5.0, data_copying=-12.0), "data_copying -12 < min_data_copying -3"),
 ])
 def test_gate_failure_makes_a_challenger(mlflow_store, generators, metrics, words):
     name = unique_name()

@@ -5,10 +5,12 @@ One registered model (`register.model_name`); one version per distinct set of ge
 
 - `champion`: the version to ship. It moves to a new version only if that version passes every
   threshold of `RegisterParams` (fid_ratio <= max_fid_ratio, classes_covered >=
-  min_classes_covered) **and** has a strictly lower FID than the current champion *under the same
-  evaluation protocol* (same data_hash, classifier_hash, n_samples and eval_seed: FID is biased
-  at finite N and depends on the feature network, so numbers from different protocols do not
-  compare). With no champion yet, passing the gate is enough.
+  min_classes_covered, data_copying >= min_data_copying: it does not copy its training images)
+  **and** has a strictly lower FID than the current champion *under the same evaluation protocol*
+  (same data_hash, classifier_hash, n_samples, eval_seed, eval_code_hash and conditional flag:
+  FID is biased at finite N and depends on the feature network and on the code that samples and
+  compares, so numbers from different protocols do not compare). With no champion yet, passing
+  the gate is enough.
 - `challenger`: the latest registered version that did not become champion.
 
 Protocol change: when the champion was evaluated under another protocol, the new version is NOT
@@ -22,8 +24,11 @@ Registering weights that already have a version creates nothing: the version is 
 the current evaluation and lineage, and the gate is applied again (idempotent when nothing
 changed; the current champion stays champion).
 
-The evaluation metrics live on the logged model (its page shows them; the champion's FID is read
-from there). Version tags keep lineage and the gate's decision: `weights_hash`, `protocol.*`,
+The evaluation metrics live on the logged model (its page shows them). The champion's figures
+are read from the evaluate run recorded on the champion version (tag `run_id.evaluate`), the run
+its protocol tags describe, never from the newest metric on the model: evaluating the same model
+again under another protocol must not change what the champion is held to. Version tags keep
+lineage and the gate's decision: `weights_hash`, `protocol.*`,
 `data.hash`, `classifier.hash`, `git.commit`, `run_id.<stage>` for prepare/classifier/train/
 evaluate/register, and `gate.decision` / `gate.reason` / `gate.thresholds`.
 """
@@ -52,22 +57,28 @@ THRESHOLDS_TAG = "gate.thresholds"
 SUPERSEDED_TAG = "gate.superseded_by"
 
 # Fields that define the evaluation protocol; metrics only compare when all of them match.
-PROTOCOL_FIELDS = ("data_hash", "classifier_hash", "n_samples", "eval_seed")
-REQUIRED_METRICS = ("fid", "fid_ratio", "classes_covered", "generator_hash", *PROTOCOL_FIELDS)
+PROTOCOL_FIELDS = ("data_hash", "classifier_hash", "n_samples", "eval_seed", "eval_code_hash", "conditional")
+REQUIRED_METRICS = ("fid", "fid_ratio", "classes_covered", "data_copying", "generator_hash", *PROTOCOL_FIELDS)
 STAGES = ("prepare", "classifier", "train", "evaluate", "register")
 
 
 @dataclass(frozen=True)
 class Protocol:
+    """What makes two evaluations comparable: the data, the feature network, N, the seed, the
+    evaluation code and whether the generator was asked for classes."""
+
     data_hash: str
     classifier_hash: str
     n_samples: int
     eval_seed: int
+    eval_code_hash: str
+    conditional: bool
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any]) -> Protocol:
         return cls(str(metrics["data_hash"]), str(metrics["classifier_hash"]),
-                   _as_int(metrics["n_samples"], "n_samples"), _as_int(metrics["eval_seed"], "eval_seed"))
+                   _as_int(metrics["n_samples"], "n_samples"), _as_int(metrics["eval_seed"], "eval_seed"),
+                   str(metrics["eval_code_hash"]), _as_bool(metrics["conditional"], "conditional"))
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> Protocol | None:
@@ -83,12 +94,15 @@ class Protocol:
         for f in PROTOCOL_FIELDS:
             a, b = getattr(self, f), getattr(other, f)
             if a != b:
-                short = (lambda v: v[:12]) if isinstance(a, str) else (lambda v: v)
+                short = (lambda v: v[:12]) if isinstance(a, str) else (lambda v: str(v).lower())
                 out.append(f"{f} {short(a)} vs {short(b)}")
         return out
 
     def tags(self) -> dict[str, str]:
-        return {PROTOCOL_TAG.format(f): str(getattr(self, f)) for f in PROTOCOL_FIELDS}
+        def text(v: Any) -> str:
+            return str(v).lower() if isinstance(v, bool) else str(v)
+
+        return {PROTOCOL_TAG.format(f): text(getattr(self, f)) for f in PROTOCOL_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,15 @@ class Champion:
 class Decision:
     decision: str  # CHAMPION or CHALLENGER
     reason: str
+
+
+def _as_bool(value: Any, what: str) -> bool:
+    """A JSON boolean, or its string form in a tag."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise GanModelError(f"{what}: expected true or false, got {value!r}")
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -127,7 +150,7 @@ def check_metrics(metrics: dict[str, Any], source: str = "evaluation metrics") -
     if not isinstance(metrics["generator_hash"], str) or len(metrics["generator_hash"]) != 64:
         raise GanModelError(f"{source}: generator_hash must be a sha256 hex digest, got "
                             f"{metrics['generator_hash']!r}")
-    for k in ("fid", "fid_ratio", "classes_covered"):
+    for k in ("fid", "fid_ratio", "classes_covered", "data_copying"):
         v = metrics[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise GanModelError(f"{source}: {k} must be a finite number, got {v!r}")
@@ -142,11 +165,15 @@ def gate_failures(metrics: dict[str, Any], cfg: RegisterParams) -> list[str]:
     if metrics["classes_covered"] < cfg.min_classes_covered:
         out.append(f"classes_covered {metrics['classes_covered']:g} < min_classes_covered "
                    f"{cfg.min_classes_covered}")
+    if metrics["data_copying"] < cfg.min_data_copying:
+        out.append(f"data_copying {metrics['data_copying']:.3g} < min_data_copying {cfg.min_data_copying:g} "
+                   "(its samples are closer to training images than unseen real images are: it copies)")
     return out
 
 
 def thresholds(cfg: RegisterParams) -> str:
-    return f"fid_ratio <= {cfg.max_fid_ratio:g}, classes_covered >= {cfg.min_classes_covered}"
+    return (f"fid_ratio <= {cfg.max_fid_ratio:g}, classes_covered >= {cfg.min_classes_covered}, "
+            f"data_copying >= {cfg.min_data_copying:g}")
 
 
 def decide(metrics: dict[str, Any], cfg: RegisterParams, champion: Champion | None,

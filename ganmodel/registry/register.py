@@ -17,6 +17,7 @@ from ganmodel.registry.gate import (
     LEGACY_TAG_PREFIXES,
     MODEL_DESCRIPTION,
     REASON_TAG,
+    RUN_TAG,
     SUPERSEDED_TAG,
     WEIGHTS_HASH_TAG,
     Champion,
@@ -51,21 +52,15 @@ def check_weights(generator_path: str | os.PathLike[str], metrics: dict[str, Any
 
 
 def current_champion(name: str) -> Champion | None:
-    """The champion as the gate sees it: its protocol tags and the FID on its logged model."""
+    """The champion as the gate sees it: the protocol its version's tags record, and its FID from
+    the evaluate run those tags name (`run_id.evaluate`), which is the evaluation that protocol
+    describes. Never the newest `fid` on its logged model: evaluating the model again under another
+    protocol would otherwise hold new versions to figures of a different protocol."""
     mv = models.get_alias(name, CHAMPION)
     if mv is None:
         return None
-    fid = None
-    if model_id := models.version_model_id(mv):
-        try:
-            fid = models.latest_model_metric(models.get_logged_model(model_id), "fid")
-        except GanModelError:
-            fid = None
-    if fid is None and "metric.fid" in mv.tags:  # registered before metrics lived on the model
-        try:
-            fid = float(mv.tags["metric.fid"])
-        except ValueError:
-            fid = None
+    run_id = mv.tags.get(RUN_TAG.format("evaluate"))
+    fid = models.run_metric(run_id, "fid") if run_id else None
     return Champion(str(mv.version), Protocol.from_tags(mv.tags), fid)
 
 

@@ -81,10 +81,16 @@ def get_logged_model(model_id: str, tracking_uri: str | None = None) -> Any:
                             f"({brief(err)})") from None
 
 
-def latest_model_metric(model: Any, key: str) -> float | None:
-    """The latest value of metric `key` attached to a logged model, or None."""
-    values = [m for m in (model.metrics or []) if m.key == key]
-    return float(max(values, key=lambda m: (m.timestamp, m.step)).value) if values else None
+def run_metric(run_id: str, key: str) -> float | None:
+    """The value of metric `key` in run `run_id` (its latest, for a run that logged it more than
+    once), or None when the run or the metric is not in the store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        value = _client().get_run(run_id).data.metrics.get(key)
+    except MlflowException:
+        return None
+    return float(value) if value is not None else None
 
 
 def version_model_id(mv: Any) -> str | None:
