@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ganmodel.entry import run_main
+from ganmodel.entry import run_main, stage_wall_time_s
 
 
 def main() -> None:
@@ -14,7 +14,6 @@ def main() -> None:
     from ganmodel.config import load_params
     from ganmodel.data.build import prepare_dataset
     from ganmodel.data.prepared import save_prepared
-    from ganmodel.entry import stage_wall_time_s
     from ganmodel.io import OutputSet, write_json
     from ganmodel.tracking.runs import DATA_HASH_TAG, run_link, stage_run
 
