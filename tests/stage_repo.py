@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-SOURCES = ("ganmodel", "pipelines", "dvc.yaml", "params.yaml", "pyproject.toml")
+# data/raw/README.md: prepare's default raw_dir, a DVC dependency, exists in every clone.
+SOURCES = ("ganmodel", "pipelines", "dvc.yaml", "params.yaml", "pyproject.toml", "data/raw/README.md")
 BIN = Path(sys.executable).parent
 
 # Tiny and fast, on 2 CPU workers; the classifier is only an upstream dependency here.
@@ -38,6 +39,7 @@ def copy_repo(src: Path, dst: Path) -> None:
         if (src / name).is_dir():
             shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / name, dst / name)
 
 

@@ -165,6 +165,49 @@ def test_download_with_mnist5k() -> None:
     assert parse_params({"data": {"dataset": "mnist", "download": True}}).data.download is True
 
 
+FOLDER = {"dataset": "folder", "raw_dir": "/some/images", "resolution": 32}
+
+
+@pytest.mark.parametrize(("data", "key", "words"), [
+    ({"dataset": "folder"}, "data.resolution", "required for data.dataset folder"),
+    ({**FOLDER, "resolution": 8}, "data.resolution", "greater than or equal to 16"),
+    ({**FOLDER, "resolution": 512}, "data.resolution", "less than or equal to 256"),
+    ({**FOLDER, "channels": 2}, "data.channels", "1 or 3"),
+    ({**FOLDER, "channels": True}, "data.channels", "boolean"),
+    ({**FOLDER, "resize": "crop"}, "data.resize", "'center-crop', 'pad' or 'stretch'"),
+    ({**FOLDER, "background": 256}, "data.background", "grey level 0-255 or [r, g, b]"),
+    ({**FOLDER, "background": [0, 0]}, "data.background", "grey level 0-255 or [r, g, b]"),
+    ({**FOLDER, "background": "white"}, "data.background", "grey level 0-255 or [r, g, b]"),
+    ({**FOLDER, "channels": 1, "background": [255, 0, 0]}, "data.background",
+     "is a colour, but data.channels is 1"),
+    ({**FOLDER, "max_image_pixels": 0}, "data.max_image_pixels", "greater than 0"),
+    ({**FOLDER, "on_bad_file": "warn"}, "data.on_bad_file", "'error' or 'skip'"),
+    ({**FOLDER, "min_class_images": 0}, "data.min_class_images", "greater than or equal to 1"),
+    ({**FOLDER, "download": True}, "data.download", "read from data.raw_dir"),
+    # Built-in datasets are 28x28 greyscale; prepare does not resample them.
+    ({"dataset": "mnist5k", "resolution": 64}, "data.resolution", "needs data.dataset folder"),
+    ({"dataset": "fashion_mnist", "channels": 3}, "data.channels", "needs data.dataset folder"),
+    ({"dataset": "mnist5k", "background": [0, 0, 255]}, "data.background", "is a colour"),
+])
+def test_folder_keys(data: dict, key: str, words: str) -> None:
+    msg = _error({"data": data})
+    assert f": {key}: " in msg and words in msg, msg
+
+
+def test_folder_defaults_and_built_in_shape() -> None:
+    d = parse_params({"data": FOLDER}).data
+    assert (d.image_resolution, d.image_channels, d.resize, d.background_rgb) == (32, 3, "center-crop",
+                                                                                  (255, 255, 255))
+    assert (d.on_bad_file, d.min_class_images, d.max_image_pixels) == ("error", None, 89_478_485)
+    grey = parse_params({"data": {**FOLDER, "channels": 1, "background": [9, 9, 9]}}).data
+    assert grey.image_channels == 1 and grey.background_rgb == (9, 9, 9)
+    # Folder-only keys that say how files are decoded are ignored by the built-ins; their shape may be
+    # given as it is.
+    builtin = parse_params({"data": {"dataset": "mnist", "resolution": 28, "channels": 1,
+                                     "resize": "pad"}}).data
+    assert (builtin.image_resolution, builtin.image_channels) == (28, 1)
+
+
 @pytest.mark.parametrize("key,value", [("arch", "resnet"), ("loss", "l2")])
 def test_unknown_arch_or_loss(key: str, value: str) -> None:
     msg = _error({"train": {key: value}})

@@ -16,20 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stage_repo import stage_env
+from stage_repo import copy_repo, stage_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-
-SOURCES = ("ganmodel", "pipelines", "dvc.yaml", "params.yaml", "pyproject.toml")
-
-
-def _copy_repo(src: Path, dst: Path) -> None:
-    dst.mkdir()
-    for name in SOURCES:
-        if (src / name).is_dir():
-            shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(src / name, dst / name)
 
 
 def _sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 60) -> subprocess.CompletedProcess:
@@ -44,7 +33,7 @@ def _sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 60) -> su
 def pipeline(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("pipeline")
     repo = tmp / "repo"
-    _copy_repo(repo_root, repo)
+    copy_repo(repo_root, repo)
 
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["train"].update(preset="custom", epochs=2, steps_per_epoch=3, batch_size=64, num_workers=2,

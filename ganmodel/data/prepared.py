@@ -1,5 +1,9 @@
 """Prepared data: stratified splits stored as one compact uint8 tensor file per split, plus a
-content hash that downstream stages record so every model traces back to its exact data."""
+content hash that downstream stages record so every model traces back to its exact data.
+
+Images are uint8 [N, C, H, W]: C 1 (greyscale) or 3 (RGB), square. The built-in datasets are
+[N, 1, 28, 28]; a folder dataset's shape is its `data.channels` and `data.resolution`, and
+`meta.json` records it (`image_shape`), which `load_split` checks."""
 
 from __future__ import annotations
 
@@ -19,10 +23,19 @@ SPLITS = ("train", "val", "test")
 META_FILE = "meta.json"
 
 
+CHANNELS = (1, 3)
+
+
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # uint8 [N, 1, 28, 28]
+    images: torch.Tensor  # uint8 [N, C, H, W], H == W
     labels: torch.Tensor  # int64 [N]
+
+
+def class_split_sizes(n: int, fractions: list[float]) -> list[int]:
+    """How many of a class's `n` images each part gets: `round(f * n)` per fraction, the rest first."""
+    held = [round(f * n) for f in fractions]
+    return [n - sum(held), *held]
 
 
 def _stratified(labels: np.ndarray, fractions: list[float], rng: np.random.Generator) -> list[np.ndarray]:
@@ -30,7 +43,7 @@ def _stratified(labels: np.ndarray, fractions: list[float], rng: np.random.Gener
     parts: list[list[np.ndarray]] = [[] for _ in range(len(fractions) + 1)]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        cuts = np.cumsum([round(f * len(idx)) for f in fractions])
+        cuts = np.cumsum(class_split_sizes(len(idx), fractions)[1:])
         start = len(idx) - cuts[-1]
         parts[0].append(idx[:start])
         bounds = [start, *(start + cuts[:-1]), len(idx)]
@@ -60,7 +73,8 @@ def make_splits(raw: RawData, val_fraction: float, test_fraction: float, seed: i
     for name, (x, y) in arrays.items():
         if len(x) == 0:
             raise GanModelError(f"data: split {name!r} is empty; check data.val_fraction/test_fraction")
-        splits[name] = Split(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1),
+        images = torch.from_numpy(np.ascontiguousarray(x))
+        splits[name] = Split(images.unsqueeze(1) if images.ndim == 3 else images,  # [N, H, W]: greyscale
                              torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
     return splits
 
@@ -103,8 +117,27 @@ def read_meta(prepared_dir: str | os.PathLike[str]) -> dict:
     return json.loads(path.read_text())
 
 
+def image_shape(meta: dict) -> tuple[int, int, int]:
+    """[C, H, W] of the prepared images (meta.json's `image_shape`)."""
+    return tuple(meta.get("image_shape", (1, 28, 28)))  # type: ignore[return-value]
+
+
+def is_labelled(meta: dict) -> bool:
+    """Whether the labels mean something: False for an unlabelled (flat) folder or a single class,
+    where only unconditional training fits. The built-in datasets' meta predates the flag: True."""
+    return bool(meta.get("labelled", True))
+
+
+def _meta_shape(prepared_dir: Path) -> tuple[int, ...] | None:
+    """meta.json's image_shape beside a split file, None where there is no readable meta.json."""
+    try:
+        return tuple(json.loads((prepared_dir / META_FILE).read_text())["image_shape"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_split(prepared_dir: str | os.PathLike[str], name: str) -> Split:
-    """Load one prepared split, checking dtype and shape."""
+    """Load one prepared split, checking dtype and shape (against meta.json's when it is there)."""
     path = Path(prepared_dir) / f"{name}.pt"
     if not path.is_file():
         raise GanModelError(f"{path}: prepared split not found; run the prepare stage first")
@@ -113,9 +146,14 @@ def load_split(prepared_dir: str | os.PathLike[str], name: str) -> Split:
         images, labels = obj["images"], obj["labels"]
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise GanModelError(f"{path}: not a prepared split file ({brief(err)})") from None
-    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise GanModelError(
-            f"{path}: expected uint8 images [N, 1, 28, 28], got {images.dtype} {list(images.shape)}")
+    if (images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in CHANNELS
+            or images.shape[2] != images.shape[3]):
+        raise GanModelError(f"{path}: expected uint8 images [N, C, H, W] with C 1 or 3 and H == W, "
+                            f"got {images.dtype} {list(images.shape)}")
+    expected = _meta_shape(Path(prepared_dir))
+    if expected is not None and tuple(images.shape[1:]) != expected:
+        raise GanModelError(f"{path}: images are {list(images.shape[1:])}, but {META_FILE} says image_shape "
+                            f"{list(expected)}; run the prepare stage again")
     if labels.shape != (images.shape[0],):
         raise GanModelError(f"{path}: expected {images.shape[0]} labels, got {list(labels.shape)}")
     if labels.dtype != torch.int64:

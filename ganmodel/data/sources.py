@@ -22,8 +22,9 @@ FASHION_CLASSES = (
 
 @dataclass(frozen=True)
 class RawData:
-    """Images as uint8 [N, 28, 28] and labels as int64 [N]; `test` is None when there is no
-    official test split (mnist5k), in which case the splitter carves one out of `train`."""
+    """Images as uint8 [N, H, W] (greyscale: the built-in datasets, [N, 28, 28]) or [N, C, H, W]
+    (a folder dataset), labels as int64 [N]; `test` is None when there is no official test split
+    (mnist5k, folders), in which case the splitter carves one out of `train`."""
 
     train_images: np.ndarray
     train_labels: np.ndarray

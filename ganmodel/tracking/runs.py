@@ -247,13 +247,24 @@ class StageRun:
                                      *(InputTag(k, v) for k, v in tags.items())])
             self._client.log_inputs(self._parent, datasets=[ds_input])
 
+    def log_source(self, source: dict[str, Any]) -> None:
+        """Log the raw data a folder dataset was prepared from (meta.json's `source`: a folder or an
+        archive) as a run input, context `source`: digest = the content digest of its image files,
+        so a changed folder shows as another dataset in the runs table."""
+        import mlflow
+
+        path = Path(source["raw_dir"]).expanduser()
+        dataset = _meta_dataset(path.name or str(path), str(source["digest"]), path)
+        tags = {"kind": str(source["kind"]), "files": json.dumps(source.get("files", {}), sort_keys=True)}
+        mlflow.log_input(dataset, context="source", tags=tags)
+
     def history(self, key: str) -> list[Any]:
         """MLflow's metric history of `key` in this run."""
         return self._client.get_metric_history(self.run_id, key)
 
 
-def prepared_dataset(meta: dict[str, Any], prepared_dir: str | os.PathLike[str]) -> Any:
-    """The prepared splits as an MLflow dataset (metadata only: the tensors stay DVC's)."""
+def _meta_dataset(name: str, digest: str, path: str | os.PathLike[str]) -> Any:
+    """An MLflow dataset of metadata only (name, digest, local source): the files stay DVC's."""
     import warnings
 
     from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -262,9 +273,13 @@ def prepared_dataset(meta: dict[str, Any], prepared_dir: str | os.PathLike[str])
     with warnings.catch_warnings():
         # MLflow registers its local-file source under two schemes and warns that it picked one.
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
-        source = resolve_dataset_source(Path(prepared_dir).absolute().as_uri())
-    return MetaDataset(source=source, name=str(meta["dataset"]),
-                       digest=str(meta["data_hash"])[:DATASET_DIGEST_CHARS])
+        source = resolve_dataset_source(Path(path).absolute().as_uri())
+    return MetaDataset(source=source, name=name, digest=digest[:DATASET_DIGEST_CHARS])
+
+
+def prepared_dataset(meta: dict[str, Any], prepared_dir: str | os.PathLike[str]) -> Any:
+    """The prepared splits as an MLflow dataset: name = dataset, digest = data hash."""
+    return _meta_dataset(str(meta["dataset"]), str(meta["data_hash"]), prepared_dir)
 
 
 @contextmanager
