@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: run test lint venv ui clean
+.PHONY: run test test-quick lint venv ui clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: unit tests only (no Ray/MLflow/DVC processes, no minutes-long training).
+test-quick: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ganmodel pipelines tests benchmarks

@@ -193,11 +193,11 @@ def _same(a: Any, b: Any) -> bool:
 class TrainParams(_Section):
     """`train`: the GAN, its optimiser and how Ray Train scales it."""
 
-    preset: str = "custom"
+    preset: str = "conv_sn_cond"  # the recipe keys below are the seed's: what `custom` starts from
     arch: str = "mlp"
     conditional: bool = False  # G and D take the class label (n_classes from the prepared data)
     loss: str = "bce"
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(150, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)
     lr_g: float = Field(2e-4, gt=0.0)  # two time-scale update rule: G's and D's own rates
@@ -210,7 +210,7 @@ class TrainParams(_Section):
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     ema_rampup: bool = False  # decay min(ema_decay, (1 + t) / (10 + t)) at step t
     spectral_norm: bool = False
-    num_workers: int = Field(2, ge=1)
+    num_workers: int = Field(1, ge=1)
     cpus_per_worker: int | None = Field(None, ge=1)  # null: a local instance's CPUs shared out, else 1
     use_gpu: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -219,17 +219,20 @@ class TrainParams(_Section):
     checkpoint_every: int = Field(1, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=0)
-    eval_every: int = Field(0, ge=0)
-    eval_samples: int = Field(1000, ge=10)
+    eval_every: int = Field(10, ge=0)
+    eval_samples: int = Field(500, ge=10)
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
         """Fill the preset's recipe keys; an explicit key that disagrees with the preset is an error."""
-        if not isinstance(data, dict) or data.get("preset") not in PRESETS:
+        if not isinstance(data, dict):
+            return data
+        name = data.get("preset", cls.model_fields["preset"].default)
+        if name not in PRESETS:
             return data  # a bad preset name is reported by the field's own validation
-        preset = PRESETS[data["preset"]]
+        preset = PRESETS[name]
         for key, value in preset.items():
             if key not in data:
                 continue
@@ -239,7 +242,7 @@ class TrainParams(_Section):
                 continue  # a malformed value: the field's own validation names it
             if not _same(given, value):
                 raise ValueError(
-                    f"{key}: {data[key]!r} conflicts with train.preset={data['preset']}, which sets "
+                    f"{key}: {data[key]!r} conflicts with train.preset={name}, which sets "
                     f"{key}={value!r}; remove train.{key}, or set train.preset: custom to choose every "
                     f"recipe key ({', '.join(RECIPE_KEYS)})")
         return {**preset, **data}
@@ -353,10 +356,13 @@ class SweepParams(_Section):
 
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     # train key -> {choice: [...]} | {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]}
-    space: dict[str, Any] = Field(default_factory=dict)
-    num_samples: int = Field(8, ge=1)
+    space: dict[str, Any] = Field(default_factory=lambda: {
+        "lr_g": {"loguniform": [1e-4, 2e-3]}, "lr_d": {"loguniform": [1e-4, 2e-3]},
+        "r1_gamma": {"choice": [0.0, 0.1, 1.0]},
+        "augment": {"choice": [[], ["translation"], ["translation", "cutout"]]}})
+    num_samples: int = Field(16, ge=1)
     scheduler: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)  # epochs before ASHA may stop a trial
+    grace_period: int = Field(2, ge=1)  # epochs before ASHA may stop a trial
     reduction_factor: int = Field(2, ge=2)  # ASHA keeps 1 / reduction_factor at each rung
     metric: Literal["fid"] = "fid"  # the quick FID of each epoch (mode min)
     max_concurrent_trials: int = Field(2, ge=1)
@@ -364,7 +370,7 @@ class SweepParams(_Section):
     workers_per_trial: int = Field(1, ge=1)
     cpus_per_trial: int = Field(1, ge=1)  # per worker
     use_gpu: bool = False
-    max_failures: int = Field(0, ge=0)  # retries of a failed trial
+    max_failures: int = Field(1, ge=0)  # retries of a failed trial
     seed: int = Field(0, ge=0)  # of the sampled configurations
 
     @model_validator(mode="after")

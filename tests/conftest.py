@@ -29,7 +29,8 @@ def train_cfg() -> Callable[..., object]:
     from ganmodel.config import TrainParams
 
     def make(**overrides: object) -> TrainParams:
-        base = dict(arch="mlp", loss="bce", epochs=2, steps_per_epoch=3, batch_size=64, num_workers=1,
+        base = dict(preset="custom", arch="mlp", loss="bce", epochs=2, steps_per_epoch=3, batch_size=64,
+                    num_workers=1,
                     lr_g=2e-4, lr_d=2e-4, z_dim=100, seed=0)
         base.update(overrides)
         return TrainParams(**base)

@@ -101,7 +101,7 @@ def eval_metrics(**overrides: Any) -> dict[str, Any]:
     """An evaluate-stage metrics JSON (the contract's keys), gate-passing by default; pass
     `generator_hash=weights_of(path)` for the generator it describes."""
     m: dict[str, Any] = {
-        "n_samples": 2000.0, "fid": 10.0, "fid_floor": 1.0, "fid_ratio": 10.0, "kid_mean": 0.01,
+        "n_samples": 2000.0, "fid": 10.0, "fid_floor": 5.0, "fid_ratio": 2.0, "kid_mean": 0.01,
         "kid_std": 0.001, "is_mean": 8.5, "is_std": 0.2, "precision": 0.7, "recall": 0.6, "density": 0.9,
         "coverage": 0.8, "classes_covered": 10.0, "class_kl": 0.05, "data_copying": 0.4,
         "data_hash": DATA_HASH, "classifier_hash": CLASSIFIER_HASH, "eval_seed": 1234,

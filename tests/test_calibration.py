@@ -25,6 +25,8 @@ from ganmodel.evaluation.oracles import RealImages
 from ganmodel.evaluation.protocol import evaluate
 from ganmodel.registry.gate import CHALLENGER, CHAMPION, decide
 
+pytestmark = pytest.mark.slow
+
 N = 400
 # The held-out oracle's fid_ratio over 10 protocol seeds at N=400 (docs/evaluation.md): mean 1.00,
 # sd 0.10, range 0.86-1.19. Three sd either side of 1.

@@ -149,7 +149,7 @@ def _node(cpu: float, gpu: float = 0, node_id: str = "n", ip: str = "10.0.0.1") 
 
 
 def _cfg(**kw: Any) -> TrainParams:
-    base = dict(num_workers=2, batch_size=64)
+    base = dict(preset="custom", num_workers=2, batch_size=64)
     base.update(kw)
     return TrainParams(**base)
 
@@ -303,6 +303,9 @@ deadline = time.monotonic() + 60
 while len(_alive_nodes()) < 2 and time.monotonic() < deadline:
     time.sleep(0.5)
 
+def _custom(**kw):
+    return TrainParams(preset="custom", **kw)
+
 def attempt(fn):
     t0 = time.monotonic()
     try:
@@ -314,9 +317,9 @@ def attempt(fn):
 out = {
     "nodes": sorted(n["NodeID"] for n in _alive_nodes()),
     "head": ray.get_runtime_context().get_node_id(),
-    "two_workers": attempt(lambda: check_resources(TrainParams(num_workers=2, batch_size=64))),
-    "three_workers": attempt(lambda: check_resources(TrainParams(num_workers=3, batch_size=96))),
-    "gpus": attempt(lambda: check_resources(TrainParams(num_workers=2, batch_size=64, use_gpu=True))),
+    "two_workers": attempt(lambda: check_resources(_custom(num_workers=2, batch_size=64))),
+    "three_workers": attempt(lambda: check_resources(_custom(num_workers=3, batch_size=96))),
+    "gpus": attempt(lambda: check_resources(_custom(num_workers=2, batch_size=64, use_gpu=True))),
     "shared": attempt(lambda: check_shared_storage(shared)),
     "private": attempt(lambda: check_shared_storage(private, timeout=60)),
 }

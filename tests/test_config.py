@@ -77,6 +77,13 @@ def test_empty_mapping_gives_defaults() -> None:
     assert params.data.dataset == "mnist5k"
 
 
+def test_the_code_defaults_are_the_shipped_params(repo_root: Path) -> None:
+    """One place for defaults: every key params.yaml ships has the value the code defaults to, so
+    a key left out of params.yaml (or a section built in code) means what params.yaml says."""
+    shipped = parse_params(yaml.safe_load((repo_root / "params.yaml").read_text())).model_dump(mode="json")
+    assert Params().model_dump(mode="json") == shipped
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(GanModelError, match="not found"):
         load_params(tmp_path / "nope.yaml")
@@ -153,10 +160,11 @@ def test_out_of_range(raw: dict, key: str) -> None:
 
 
 def test_batch_not_divisible_by_workers() -> None:
-    msg = _error({"train": {"batch_size": 100, "num_workers": 3}})
+    msg = _error({"train": {"preset": "custom", "batch_size": 100, "num_workers": 3}})
     assert ": train.batch_size:" in msg and "train.num_workers" in msg, msg
     # The same numbers are fine when they divide.
-    assert parse_params({"train": {"batch_size": 99, "num_workers": 3}}).train.batch_size == 99
+    ok = parse_params({"train": {"preset": "custom", "batch_size": 99, "num_workers": 3}})
+    assert ok.train.batch_size == 99
 
 
 def test_download_with_mnist5k() -> None:
@@ -217,7 +225,7 @@ def test_unknown_arch_or_loss(key: str, value: str) -> None:
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 @pytest.mark.parametrize("loss", ["bce", "hinge", "wgan_gp"])
 def test_known_arch_and_loss(arch: str, loss: str) -> None:
-    t = parse_params({"train": {"arch": arch, "loss": loss}}).train
+    t = parse_params({"train": {"preset": "custom", "arch": arch, "loss": loss}}).train
     assert (t.arch, t.loss) == (arch, loss)
 
 

@@ -66,8 +66,8 @@ def _quiet(_msg: str) -> None:
 
 
 def _cfg(**kw: Any) -> TrainParams:
-    base = dict(arch="mlp", loss="bce", epochs=2, steps_per_epoch=3, batch_size=BATCH, num_workers=WORLD,
-                lr_g=2e-4, lr_d=2e-4, z_dim=100, seed=0)
+    base = dict(preset="custom", arch="mlp", loss="bce", epochs=2, steps_per_epoch=3, batch_size=BATCH,
+                num_workers=WORLD, lr_g=2e-4, lr_d=2e-4, z_dim=100, seed=0)
     base.update(kw)
     return TrainParams(**base)
 

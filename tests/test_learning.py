@@ -52,6 +52,8 @@ def reference(mnist5k, digit_classifier):
     return feats
 
 
+pytestmark = pytest.mark.slow
+
 _COLLAPSE = pytest.mark.xfail(strict=True, reason="the seed's MLP collapses under hinge")
 CASES = [pytest.param(f, loss, marks=_COLLAPSE) if (f, loss) in COLLAPSES else (f, loss)
          for f in FAMILY for loss in LOSS]

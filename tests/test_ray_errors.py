@@ -31,7 +31,7 @@ def ray_session():
 
 
 def _cfg(tmp_path) -> TrainParams:
-    return TrainParams(epochs=1, steps_per_epoch=1, batch_size=64, num_workers=1,
+    return TrainParams(preset="custom", epochs=1, steps_per_epoch=1, batch_size=64, num_workers=1,
                        storage_path=str(tmp_path / "ckpt"), max_failures=0)
 
 

@@ -163,7 +163,8 @@ def test_unsatisfiable_trial_resources_are_refused_naming_the_sweep_key(
     check_resources(cfg, [_node(2, 1)], keys=RESOURCE_KEYS)
     assert trial_resources(cfg) == {"CPU": 1, "GPU": 1}  # a one-worker trial is the worker
     # A trial of more workers: they reserve their own.
-    assert trial_resources(TrainParams(num_workers=2, batch_size=64)) == {"CPU": 0, "memory": 1}
+    two = TrainParams(preset="custom", num_workers=2, batch_size=64)
+    assert trial_resources(two) == {"CPU": 0, "memory": 1}
 
 
 def _results() -> list[TrialResult]:
