@@ -173,11 +173,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mlp_leaky": {**SEED_PRESET, "arch": "mlp_leaky", "betas": (0.5, 0.999), "ema_decay": 0.995},
     # The best recipe at the `make run` budget on this project's CPUs (benchmarks/quality.py): the
     # `conv` family (no BatchNorm in D), hinge loss with spectral norm (Miyato et al. 2018), Adam
-    # (0, 0.9) at 2e-3 for both nets, batch 64, an EMA generator with ramp-up, bf16 autocast (1.16x
-    # on this CPU's conv nets with no quality loss measured; benchmarks/README.md).
+    # (0, 0.9) at 2e-3 for both nets, batch 64, an EMA generator with ramp-up, and bf16 autocast where
+    # the device has native bf16 (precision auto: 1.16x on an AVX512-BF16 CPU's conv nets with no
+    # quality loss measured, benchmarks/README.md; emulated bf16 is 10-20x slower, so fp32 elsewhere).
     "conv_sn": {**SEED_PRESET, "arch": "conv", "loss": "hinge", "spectral_norm": True, "lr_g": 2e-3,
                 "lr_d": 2e-3, "betas": (0.0, 0.9), "batch_size": 64, "z_dim": 64, "ema_decay": 0.999,
-                "ema_rampup": True, "precision": "bf16"},
+                "ema_rampup": True, "precision": "auto"},
 }
 # The same recipe, conditional: G asked for a class, a projection D (Miyato & Koyama 2018).
 PRESETS["conv_sn_cond"] = {**PRESETS["conv_sn"], "conditional": True, "lr_g": 1e-3, "lr_d": 1e-3}
@@ -213,7 +214,8 @@ class TrainParams(_Section):
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: int | None = Field(None, ge=1)  # null: a local instance's CPUs shared out, else 1
     use_gpu: bool = False
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: bf16 where the device computes it natively, else fp32 (ganmodel/training/precision.py)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     ray_address: str | None = None
     storage_path: str = "checkpoints"
     checkpoint_every: int = Field(1, ge=1)

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--steps-per-epoch", type=int)
     ap.add_argument("--batch-size", type=int)
-    ap.add_argument("--precision", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"])
     ap.add_argument("--arch")
     ap.add_argument("--loss")
     ap.add_argument("--seed", type=int)

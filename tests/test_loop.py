@@ -445,3 +445,21 @@ def test_batchnorm_recalibration_fits_the_statistics_to_the_weights() -> None:
         recalibrate_batchnorm(g, torch.full((64,), 7), seed=5)  # another class pool, other statistics
         assert not all(torch.equal(v, g.state_dict()[k]) for k, v in stats.items())
     assert after < 0.25 * before, (after, before)
+
+
+def test_precision_auto_is_bf16_only_where_it_is_native(train_cfg, random_images) -> None:
+    from ganmodel.training.precision import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    want = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    assert native_bf16(cpu) == (want == "bf16")
+    assert resolve_precision("auto", cpu) == want
+    assert (resolve_precision("fp32", cpu), resolve_precision("bf16", cpu)) == ("fp32", "bf16")
+    with pytest.raises(ValueError, match="train.precision"):
+        resolve_precision("fp16", cpu)
+    tags: dict[str, str] = {}
+    tracker = RecordingTracker()
+    tracker.set_tags = tags.update  # type: ignore[method-assign]
+    _train(train_cfg(epochs=1, steps_per_epoch=1, batch_size=16, precision="auto"), random_images,
+           tracker=tracker)
+    assert tags == {"precision.resolved": want}  # the run records what it trained in

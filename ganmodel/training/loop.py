@@ -27,6 +27,7 @@ from ganmodel.errors import GanModelError
 from ganmodel.losses import GRADIENT_PENALTY, LOSSES, GANLoss, gradient_penalty, r1_penalty
 from ganmodel.networks import IMAGE_SHAPE, check_shape
 from ganmodel.tracking.tracker import NullTracker, Tracker
+from ganmodel.training.precision import native_bf16, resolve_precision
 from ganmodel.training.state import (
     GRID_COLUMNS,
     Context,
@@ -67,9 +68,11 @@ class StepSpec:
     autocast: bool = False  # bf16
 
 
-def step_spec(cfg: TrainParams) -> StepSpec:
+def step_spec(cfg: TrainParams, precision: str | None = None) -> StepSpec:
+    """The step of `cfg`; `precision` is `cfg.precision` resolved for the device (`fp32`/`bf16`)."""
     return StepSpec(LOSSES[cfg.loss], GRADIENT_PENALTY.get(cfg.loss, 0.0), cfg.r1_gamma,
-                    DiffAugment(cfg.augment) if cfg.augment else None, cfg.precision == "bf16")
+                    DiffAugment(cfg.augment) if cfg.augment else None,
+                    (precision or cfg.precision) == "bf16")
 
 
 def _critic(d: nn.Module, y: torch.Tensor | None, aug: DiffAugment | None,
@@ -193,7 +196,12 @@ def train(
     if resume is not None:
         load_state_dict(state, resume, ctx)
         log(f"resumed from epoch {state.epoch} (step {state.step})")
-    spec = step_spec(cfg)
+    precision = resolve_precision(cfg.precision, ctx.device, ctx.world_size)
+    if cfg.precision == "bf16" and not native_bf16(ctx.device):
+        log(f"warning: train.precision bf16 is emulated on this {ctx.device.type} (no native bf16): "
+            "expect it to be several times slower than fp32; train.precision: auto picks fp32 here")
+    tracker.set_tags({"precision.resolved": precision})
+    spec = step_spec(cfg, precision)
     aug = spec.augment
     b_local = cfg.batch_size // ctx.world_size
     lo, hi = ctx.rank * b_local, (ctx.rank + 1) * b_local
