@@ -24,6 +24,7 @@ from pydantic import (
 
 from ganmodel.choices import ARCHITECTURES, AUGMENTATIONS, LOSSES, METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
 from ganmodel.errors import GanModelError
+from ganmodel.search_space import check_space
 
 DATASETS = ("mnist5k", "mnist", "fashion_mnist")
 
@@ -301,8 +302,6 @@ class SweepParams(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> SweepParams:
-        from ganmodel.sweep.distributions import check_space
-
         check_space(self.space, TrainParams.model_fields)
         if self.scheduler == "asha" and self.grace_period > self.epochs:
             raise ValueError(f"grace_period: {self.grace_period} exceeds sweep.epochs={self.epochs}; "
