@@ -4,7 +4,8 @@ imported): imports at any depth (function-level too, relative ones resolved), th
 files the code loads or copies by path (`Path(__file__).with_name("model_code.py")`, a tuple of
 `.py` files and package folders).
 
-Helpers for the tests that check dvc.yaml's deps against the code (test_stage_deps, test_identity).
+Helpers for the tests that check dvc.yaml's deps against the code (test_stage_deps, test_identity);
+test_structure reads imports with `imported_names`.
 """
 
 from __future__ import annotations
