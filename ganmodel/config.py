@@ -22,7 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from ganmodel.choices import ARCHITECTURES, AUGMENTATIONS, LOSSES, METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
 from ganmodel.errors import GanModelError
+from ganmodel.search_space import check_space
 
 DATASETS = ("mnist5k", "mnist", "fashion_mnist")
 
@@ -45,7 +47,7 @@ class _Section(BaseModel):
 
 
 def _one_of(value: str, known: Any, what: str) -> str:
-    """`value` if it names one of `known` (a registry), else the error the key's message carries."""
+    """`value` if it names one of `known` (a choices tuple), else the error the key's message carries."""
     if value not in known:
         raise ValueError(f"unknown {what} {value!r}; expected one of {sorted(known)}")
     return value
@@ -264,22 +266,16 @@ class TrainParams(_Section):
     @field_validator("arch")
     @classmethod
     def _arch(cls, v: str) -> str:
-        from ganmodel.networks import GENERATORS
-
-        return _one_of(v, GENERATORS, "architecture")
+        return _one_of(v, ARCHITECTURES, "architecture")
 
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
-        from ganmodel.losses import LOSSES
-
         return _one_of(v, LOSSES, "loss")
 
     @field_validator("augment")
     @classmethod
     def _augment(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from ganmodel.augment import AUGMENTATIONS
-
         return _some_of(v, AUGMENTATIONS, "augmentation")
 
     @field_validator("ray_address")
@@ -317,8 +313,6 @@ class EvaluateParams(_Section):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from ganmodel.evaluation.metrics import METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
-
         _some_of(v, [*METRICS, *PROTOCOL_METRICS], "metric")
         if missing := [m for m in REQUIRED_METRICS if m not in v]:
             raise ValueError(f"must include {', '.join(missing)} (the register gate reads them)")
@@ -377,8 +371,6 @@ class SweepParams(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> SweepParams:
-        from ganmodel.sweep.distributions import check_space
-
         check_space(self.space, TrainParams.model_fields)
         if self.scheduler == "asha" and self.grace_period > self.epochs:
             raise ValueError(f"grace_period: {self.grace_period} exceeds sweep.epochs={self.epochs}; "

@@ -77,8 +77,9 @@ def load_train_images(params, prepared: str | None):
         meta = read_meta(prepared)
         return load_split(prepared, "train"), {"dataset": meta["dataset"], "data_hash": meta["data_hash"],
                                                "classes": meta["classes"]}
-    from ganmodel.data.prepared import data_hash, make_splits
+    from ganmodel.data.prepared import data_hash
     from ganmodel.data.sources import load_mnist5k
+    from ganmodel.data.splits import make_splits
 
     d = params.data
     if d.dataset != "mnist5k":

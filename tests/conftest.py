@@ -74,8 +74,8 @@ def write_mnist_raw() -> Callable[..., dict[str, np.ndarray]]:
 @pytest.fixture(scope="session")
 def mnist5k() -> dict[str, object]:
     """The embedded mnist5k digits, split as the prepare stage does (train 4000, val 500, test 500)."""
-    from ganmodel.data.prepared import make_splits
     from ganmodel.data.sources import load_mnist5k
+    from ganmodel.data.splits import make_splits
 
     return make_splits(load_mnist5k("unused", False), 0.1, 0.1, seed=0)
 

@@ -17,13 +17,13 @@ from ganmodel.data.prepared import (
     Split,
     data_hash,
     load_split,
-    make_splits,
     read_meta,
     save_prepared,
     split_counts,
     to_unit_range,
 )
 from ganmodel.data.sources import FASHION_CLASSES, MNIST_CLASSES, RawData, load_raw
+from ganmodel.data.splits import make_splits
 from ganmodel.errors import GanModelError
 
 # --- IDX ----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The identity of a training run (the Ray run name a re-run resumes) is derived from exactly what
-DVC tracks for the train stage: its params sections, the data, the classifier and its code deps."""
+DVC tracks for the train stage: its params sections, the data, the classifier and its code deps,
+which cover every module the stage runs (tests/test_stage_deps.py derives them from the code)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from import_closure import Package, covered, stage_scripts
 
 from ganmodel.config import load_params
 from ganmodel.errors import GanModelError
@@ -30,15 +32,21 @@ def _name(repo: Path, data: str = "d" * 64, clf: str = "c" * 64, **train) -> str
     return train_run_name(params, data, clf, repo / "dvc.yaml")
 
 
-def test_stage_inputs_are_dvc_yaml_deps_that_no_stage_produces(repo_root: Path):
+def test_the_code_inputs_cover_every_module_train_runs(repo_root: Path):
+    """The identity hashes what dvc.yaml lists; that list is checked against the code (the train
+    stage's import closure), so a module the stage runs cannot be left out of the run's identity."""
     code, sections = stage_inputs(repo_root / "dvc.yaml")
+    assert sections == ["train", "tracking"]
     spec = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["train"]
-    deps = [d if isinstance(d, str) else next(iter(d)) for d in spec["deps"]]
-    assert sections == spec["params"] == ["train", "tracking"]
-    assert "pipelines/train.py" in code and "ganmodel/training" in code
-    assert not {"data/prepared", "models/classifier.pt", "runs/prepare.json"} & set(code)
-    assert set(code) | {"data/prepared", "models/classifier.pt", "runs/prepare.json",
-                        "runs/classifier.json"} == set(deps)
+    scripts = stage_scripts(spec["cmd"], repo_root)
+    pkg = Package.scan(repo_root, "ganmodel")
+    runs = [s.relative_to(repo_root).as_posix() for s in scripts]
+    runs += [pkg.rel(m) for m in pkg.closure(scripts) if not pkg.runs_nothing(m)]
+    assert "ganmodel/augment.py" in runs and "ganmodel/registry/model_code.py" in runs
+    assert [f for f in runs if not covered(f, code)] == []
+    # Outputs of other stages are inputs by hash (data, classifier), not code.
+    upstream = {"data/prepared", "models/classifier.pt", "runs/prepare.json", "runs/classifier.json"}
+    assert not upstream & set(code)
 
 
 def test_the_name_moves_with_every_tracked_input(repo: Path):
@@ -60,11 +68,23 @@ def test_the_name_moves_with_every_tracked_input(repo: Path):
     assert _name(repo) != base
 
 
-def test_a_code_change_outside_the_stage_deps_keeps_the_run(repo: Path):
+@pytest.mark.parametrize("path", ["pipelines/register.py", "ganmodel/sweep/space.py",
+                                  "ganmodel/sweep/runner.py", "ganmodel/evaluation/metrics.py",
+                                  "ganmodel/registry/gate.py"])
+def test_a_change_to_code_train_does_not_run_keeps_the_run(repo: Path, path: str):
     base = _name(repo)
-    with open(repo / "pipelines" / "register.py", "a") as f:
-        f.write("# not a dependency of train\n")
+    with open(repo / path, "a") as f:
+        f.write("# not run by the train stage\n")
     assert _name(repo) == base
+
+
+@pytest.mark.parametrize("path", ["ganmodel/augment.py", "ganmodel/evaluation/quick.py",
+                                  "ganmodel/registry/model_code.py"])
+def test_a_change_to_code_train_runs_starts_a_new_run(repo: Path, path: str):
+    base = _name(repo)
+    with open(repo / path, "a") as f:
+        f.write("# run by the train stage (imported, or loaded by path)\n")
+    assert _name(repo) != base
 
 
 def test_missing_dvc_yaml_or_stage_is_a_one_line_error(tmp_path: Path):

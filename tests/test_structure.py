@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from import_closure import imported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ganmodel"
@@ -22,24 +23,6 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
 
 
-def _imports(path: Path, name: str) -> set[str]:
-    """Every module named by an import anywhere in the file (absolute, relative resolved)."""
-    out: set[str] = set()
-    is_pkg = path.name == "__init__.py"
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = name.split(".") if is_pkg else name.split(".")[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join(anchor + ([base] if base else []))
-            out.add(base)
-            out.update(f"{base}.{a.name}" for a in node.names)
-    return out
-
-
 def _graph() -> dict[str, set[str]]:
     mods = _modules()
 
@@ -51,7 +34,7 @@ def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in mods.items():
         edges = set()
-        for t in _imports(path, name):
+        for t in imported_names(path, name):
             r = resolve(t) if t == "ganmodel" or t.startswith("ganmodel.") else None
             # A submodule importing its own package (`from ganmodel.x import sub`) is no cycle.
             if r and r != name and not name.startswith(r + "."):
@@ -118,7 +101,7 @@ def test_mlflow_only_behind_tracking(folder: str):
         if rel.startswith(MLFLOW_ALLOWED):
             continue
         name = _module_name(path) if folder == "ganmodel" else path.stem
-        if any(m == "mlflow" or m.startswith("mlflow.") for m in _imports(path, name)):
+        if any(m == "mlflow" or m.startswith("mlflow.") for m in imported_names(path, name)):
             offenders.append(rel)
     assert not offenders, f"import mlflow outside ganmodel/tracking/: {offenders}"
 

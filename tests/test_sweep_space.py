@@ -124,7 +124,7 @@ def test_recipe_keys_next_to_a_preset_train_preset_custom(raw: dict[str, Any]) -
     assert t.overrides["preset"] == "custom"
     recipe = (t.overrides["arch"], t.overrides["betas"], t.overrides["ema_decay"], t.overrides["conditional"],
               t.overrides["precision"])
-    assert recipe == ("conv", [0.0, 0.9], 0.999, True, "bf16")
+    assert recipe == ("conv", [0.0, 0.9], 0.999, True, "auto")
     raw["sweep"]["space"] = {"eval_samples": {"choice": [100, 200]}}  # no recipe key: no preset change
     assert set(sample_trials(raw)[0].overrides) == {"eval_samples"}
 

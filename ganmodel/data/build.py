@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganmodel.config import DataParams
-from ganmodel.data.prepared import Split, data_hash, make_splits, split_counts
+from ganmodel.data.prepared import Split, data_hash, split_counts
 from ganmodel.data.sources import load_raw
+from ganmodel.data.splits import make_splits
 
 
 @dataclass(frozen=True)

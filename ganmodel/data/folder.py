@@ -23,8 +23,8 @@ from ganmodel.config import DataParams
 from ganmodel.data.decode import DecodeOptions
 from ganmodel.data.decode_pool import DecodeRun, Outcome, decode_entries
 from ganmodel.data.imagefiles import Entry, Listing, list_source
-from ganmodel.data.prepared import class_split_sizes
 from ganmodel.data.sources import RawData
+from ganmodel.data.splits import class_split_sizes
 from ganmodel.errors import GanModelError
 
 

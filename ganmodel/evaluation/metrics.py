@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ganmodel.choices import PROTOCOL_METRICS, REQUIRED_METRICS  # noqa: F401 - re-exported with the registry
 from ganmodel.errors import GanModelError
 from ganmodel.evaluation import coverage, distances
 from ganmodel.evaluation import prdc as prdc_mod
@@ -104,12 +105,6 @@ def cond_accuracy(c: Comparison) -> dict[str, float]:
 
 DEFAULT_METRICS = ("fid", "kid", "inception_score", "prdc", "class_coverage", "cond_accuracy", "cas",
                    "data_copying")
-# Metrics run by the evaluate protocol itself, not on one comparison of features: CAS trains a
-# classifier on the generated images (`ganmodel.evaluation.cas`); data_copying compares distances to
-# the whole train split with held-out ones (`ganmodel.evaluation.memorisation`).
-PROTOCOL_METRICS = ("cas", "data_copying")
-# The register gate reads fid (for fid_ratio), classes_covered and data_copying.
-REQUIRED_METRICS = ("fid", "class_coverage", "data_copying")
 
 
 def compare(c: Comparison, metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:

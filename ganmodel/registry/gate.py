@@ -41,11 +41,11 @@ from typing import Any
 
 from ganmodel.config import RegisterParams
 from ganmodel.errors import GanModelError
+from ganmodel.tracking.models import WEIGHTS_HASH_TAG
 from ganmodel.tracking.runs import CLASSIFIER_HASH_TAG, DATA_HASH_TAG, GIT_TAG
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-WEIGHTS_HASH_TAG = "weights_hash"  # on logged models and versions: the identity of the weights
 # Tags of versions registered before metrics moved to the logged model: dropped on re-registration.
 LEGACY_TAG_PREFIXES = ("metric.", "param.")
 RUN_TAG = "run_id.{}"

@@ -19,7 +19,6 @@ from ganmodel.registry.gate import (
     REASON_TAG,
     RUN_TAG,
     SUPERSEDED_TAG,
-    WEIGHTS_HASH_TAG,
     Champion,
     Protocol,
     check_metrics,
@@ -27,6 +26,7 @@ from ganmodel.registry.gate import (
     version_tags,
 )
 from ganmodel.tracking import models
+from ganmodel.tracking.models import WEIGHTS_HASH_TAG
 
 
 def check_evaluated(generator_path: str | os.PathLike[str], metrics: dict[str, Any], source: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,6 @@ import numpy as np
 
 from ganmodel.config import RECIPE_KEYS, Params, SweepParams, TrainParams, parse_params
 from ganmodel.errors import GanModelError
-from ganmodel.sweep.distributions import sample
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,28 @@ def overrides_for(sampled: dict[str, Any], base: TrainParams) -> dict[str, Any]:
 
 
 def _sweep_settings(sweep: SweepParams) -> dict[str, Any]:
-    """What every trial trains with, whatever params.yaml says (see `sweep.distributions.NOT_SEARCHABLE`)."""
+    """What every trial trains with, whatever params.yaml says (see `search_space.NOT_SEARCHABLE`)."""
     return {"epochs": sweep.epochs, "num_workers": sweep.workers_per_trial,
             "cpus_per_worker": sweep.cpus_per_trial, "use_gpu": sweep.use_gpu, "eval_every": 1,
             "max_failures": 0}  # Tune retries a failed trial (sweep.max_failures)
+
+
+def _readable(x: float) -> float:
+    """Four significant digits: what a trial trains is what its params, results.csv and the
+    `dvc exp run -S` line print, to the letter."""
+    return float(f"{x:.4g}")
+
+
+def sample(spec: Mapping[str, Any], rng: np.random.Generator) -> Any:
+    """One value of a checked distribution (`randint` excludes hi, like numpy and Ray Tune)."""
+    (kind, arg), = spec.items()
+    if kind == "choice":
+        return arg[int(rng.integers(len(arg)))]
+    if kind == "randint":
+        return int(rng.integers(arg[0], arg[1]))
+    if kind == "uniform":
+        return _readable(rng.uniform(arg[0], arg[1]))
+    return _readable(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
 
 
 def with_train(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

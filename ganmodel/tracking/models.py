@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ganmodel.errors import GanModelError, brief
-from ganmodel.registry.gate import WEIGHTS_HASH_TAG
 
+# On logged models and registered versions: the identity of the weights. It belongs with the logged
+# model (set here when the train run logs it, searched by `find_version`); the gate tags versions with it.
+WEIGHTS_HASH_TAG = "weights_hash"
 MODEL_NAME = "gan_generator"  # the logged model's name; not "generator", a run artifact folder
 # MLflow links a metric the run logs later to the run's logged models *at the same step*; the train
 # run keeps logging (its summary, system metrics at steps 0, 1, ...), none of which describes the

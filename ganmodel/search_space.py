@@ -1,8 +1,10 @@
 """The search-space grammar of `sweep.space`: one distribution per `train` key, written as
 `{choice: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}` or `{randint: [lo, hi]}`.
 
-Plain Python and numpy, no import of the params models: `ganmodel.config` checks a space with
-`check_space` while it validates params.yaml, and `ganmodel.sweep.space` samples it.
+Plain Python, no import of the params models or of `ganmodel.sweep`: `ganmodel.config` checks a
+space with `check_space` while it validates params.yaml, which every stage does, so the sweep's
+code (Ray Tune, trials, reports) stays out of the stages' dependencies. `ganmodel.sweep.space`
+samples a checked space.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import numpy as np
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # `train` keys a sweep sets itself (the value names where), or that say where and how robustly a
@@ -71,21 +71,3 @@ def check_space(space: Mapping[str, Any], train_keys: Iterable[str]) -> None:
         if key in NOT_SEARCHABLE:
             raise ValueError(f"space.{key}: not searchable: {NOT_SEARCHABLE[key]}")
         _check_one(key, spec)
-
-
-def _readable(x: float) -> float:
-    """Four significant digits: what a trial trains is what its params, results.csv and the
-    `dvc exp run -S` line print, to the letter."""
-    return float(f"{x:.4g}")
-
-
-def sample(spec: Mapping[str, Any], rng: np.random.Generator) -> Any:
-    """One value of a checked distribution (`randint` excludes hi, like numpy and Ray Tune)."""
-    (kind, arg), = spec.items()
-    if kind == "choice":
-        return arg[int(rng.integers(len(arg)))]
-    if kind == "randint":
-        return int(rng.integers(arg[0], arg[1]))
-    if kind == "uniform":
-        return _readable(rng.uniform(arg[0], arg[1]))
-    return _readable(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
