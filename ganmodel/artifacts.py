@@ -3,7 +3,7 @@
 A model file is `torch.save` of plain data: `{"kind": "generator" | "classifier",
 "state_dict": {name: tensor}, "meta": {...}}`, loaded with `weights_only=True` (no pickled
 classes, no code). `meta` holds what rebuilds the network (generator: `arch`, `z_dim`,
-`conditional`, `n_classes`; classifier: `feature_dim`, `n_classes`) and where it came from
+`conditional`, `n_classes`, `image_shape`; classifier: `feature_dim`, `n_classes`) and where it came from
 (dataset, data hash). A file's identity is the hash of its weights (`weights_hash`), not of its
 bytes: the gate and the registry key on it.
 
@@ -77,8 +77,11 @@ def save_generator(state_dict: dict[str, torch.Tensor], meta: dict[str, Any],
 
 def load_generator(path: str | os.PathLike[str],
                    device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a generator (eval mode) from a file written by `save_generator`; returns (G, meta)."""
+    """Rebuild a generator (eval mode) from a file written by `save_generator`; returns (G, meta).
+    G is built at the file's `image_shape` (files from before sizes were configurable have none:
+    they are all 1x28x28)."""
     from ganmodel.networks import GENERATORS, build_generator
+    from ganmodel.shapes import MNIST_SHAPE
 
     sd, meta = read_model_file(path, GENERATOR, device)
     if meta.get("arch") not in GENERATORS:
@@ -86,11 +89,13 @@ def load_generator(path: str | os.PathLike[str],
                             f"expected one of {sorted(GENERATORS)}")
     try:
         n_classes = int(meta.get("n_classes", 0)) if meta.get("conditional") else 0
-        g = build_generator(meta["arch"], int(meta["z_dim"]), n_classes)
+        shape = tuple(int(s) for s in meta.get("image_shape", MNIST_SHAPE))
+        g = build_generator(meta["arch"], int(meta["z_dim"]), n_classes, shape)
         g.load_state_dict(sd)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise GanModelError(f"{path}: weights do not match arch {meta.get('arch')!r}, "
-                            f"z_dim {meta.get('z_dim')!r} ({brief(err)})") from None
+                            f"z_dim {meta.get('z_dim')!r}, image_shape {meta.get('image_shape')!r} "
+                            f"({brief(err)})") from None
     return g.to(device).eval(), meta
 
 

@@ -19,20 +19,21 @@ from dataclasses import dataclass
 import torch
 
 BACKGROUND = -1.0
-TRANSLATION_RATIO = 0.125  # up to 1/8 of the image (3 px at 28x28): DiffAugment's default
+TRANSLATION_RATIO = 0.125  # up to 1/8 of the side, rounded: 4 px at 28 and 32 (DiffAugment's default)
 CUTOUT_RATIO = 0.5  # a square of half the image side: DiffAugment's default
 
 
 @dataclass(frozen=True)
 class Op:
-    """One augmentation: `draw(n, gen, device)` -> per-image parameters [n, k]; `apply(x, p)`."""
+    """One augmentation: `draw(n, gen, device, size)` -> per-image parameters [n, k] for images
+    `size` pixels wide; `apply(x, p)`."""
 
-    draw: Callable[[int, torch.Generator, torch.device], torch.Tensor]
+    draw: Callable[[int, torch.Generator, torch.device, int], torch.Tensor]
     apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _draw_translation(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    s = int(28 * TRANSLATION_RATIO + 0.5)
+def _draw_translation(n: int, gen: torch.Generator, device: torch.device, size: int) -> torch.Tensor:
+    s = int(size * TRANSLATION_RATIO + 0.5)
     return torch.randint(-s, s + 1, (n, 2), generator=gen, device=device)
 
 
@@ -47,8 +48,8 @@ def _apply_translation(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.where(inside.unsqueeze(1), flat, torch.full_like(flat, BACKGROUND))
 
 
-def _draw_cutout(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randint(0, 28, (n, 2), generator=gen, device=device)  # the square's centre
+def _draw_cutout(n: int, gen: torch.Generator, device: torch.device, size: int) -> torch.Tensor:
+    return torch.randint(0, size, (n, 2), generator=gen, device=device)  # the square's centre
 
 
 def _apply_cutout(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -62,13 +63,13 @@ def _apply_cutout(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(hole.unsqueeze(1), BACKGROUND)
 
 
-def _draw_color(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+def _draw_color(n: int, gen: torch.Generator, device: torch.device, size: int) -> torch.Tensor:
     return torch.rand(n, 2, generator=gen, device=device)
 
 
 def _apply_color(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Brightness shift in [-0.5, 0.5) and contrast scale in [0.5, 1.5) (DiffAugment's `color`,
-    without saturation: the images are grayscale)."""
+    without saturation, which greyscale images do not have)."""
     x = x + (u[:, 0] - 0.5).view(-1, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return (x - mean) * (u[:, 1] + 0.5).view(-1, 1, 1, 1) + mean
@@ -82,23 +83,23 @@ AUGMENTATIONS: dict[str, Op] = {
 
 
 class DiffAugment:
-    """A policy: the named augmentations, applied in order."""
+    """A policy: the named augmentations, applied in order, to square images `size` pixels wide."""
 
-    def __init__(self, names: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, names: tuple[str, ...] | list[str], size: int = 28) -> None:
         unknown = [n for n in names if n not in AUGMENTATIONS]
         if unknown:
             raise ValueError(f"unknown augmentation {unknown[0]!r}; expected some of {sorted(AUGMENTATIONS)}")
-        self.names = tuple(names)
+        self.names, self.size = tuple(names), size
 
     def __bool__(self) -> bool:
         return bool(self.names)
 
     def sample(self, n: int, gen: torch.Generator, device: torch.device) -> list[torch.Tensor]:
         """Parameters of every op for `n` images (the global batch), from the shared generator."""
-        return [AUGMENTATIONS[name].draw(n, gen, device) for name in self.names]
+        return [AUGMENTATIONS[name].draw(n, gen, device, self.size) for name in self.names]
 
     def __call__(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        """Augment `x` [b, 1, 28, 28] with per-image `params` (each [b, k], sliced for this rank)."""
+        """Augment `x` [b, C, size, size] with per-image `params` (each [b, k], sliced for this rank)."""
         for name, p in zip(self.names, params, strict=True):
             if p.shape[0] != x.shape[0]:
                 raise ValueError(f"{name}: {p.shape[0]} parameter rows for {x.shape[0]} images")

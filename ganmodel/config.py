@@ -25,6 +25,7 @@ from pydantic import (
 from ganmodel.choices import ARCHITECTURES, AUGMENTATIONS, LOSSES, METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
 from ganmodel.errors import GanModelError
 from ganmodel.search_space import check_space
+from ganmodel.shapes import recipe_shape_error
 
 DATASETS = ("mnist5k", "mnist", "fashion_mnist")
 
@@ -392,6 +393,14 @@ with warnings.catch_warnings():
         register: RegisterParams = RegisterParams()
         tracking: TrackingParams = TrackingParams()
         sweep: SweepParams = SweepParams()
+
+        @model_validator(mode="after")
+        def _check(self) -> Params:
+            d = self.data
+            shape = (d.image_channels, d.image_resolution, d.image_resolution)
+            if (error := recipe_shape_error(self.train.preset, self.train.arch, PRESETS, shape)) is not None:
+                raise ValueError(error)
+            return self
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -69,14 +69,15 @@ def train_params(args: argparse.Namespace):
 
 
 def load_train_images(params, prepared: str | None):
-    """(the train split: uint8 images [N, 1, 28, 28] and labels, data meta {dataset, data_hash,
-    classes})."""
-    from ganmodel.data.prepared import load_split, read_meta
+    """(the train split: uint8 images [N, C, H, W] and labels, data meta {dataset, data_hash,
+    classes, image_shape})."""
+    from ganmodel.data.prepared import image_shape, load_split, read_meta
 
     if prepared:
         meta = read_meta(prepared)
         return load_split(prepared, "train"), {"dataset": meta["dataset"], "data_hash": meta["data_hash"],
-                                               "classes": meta["classes"]}
+                                               "classes": meta["classes"],
+                                               "image_shape": list(image_shape(meta))}
     from ganmodel.data.prepared import data_hash
     from ganmodel.data.sources import load_mnist5k
     from ganmodel.data.splits import make_splits
@@ -88,7 +89,8 @@ def load_train_images(params, prepared: str | None):
             "(only mnist5k is built on the fly)")
     raw = load_mnist5k(d.raw_dir, False)
     splits = make_splits(raw, d.val_fraction, d.test_fraction, d.seed)
-    meta = {"dataset": "mnist5k", "data_hash": data_hash(splits), "classes": list(raw.classes)}
+    meta = {"dataset": "mnist5k", "data_hash": data_hash(splits), "classes": list(raw.classes),
+            "image_shape": list(splits["train"].images.shape[1:])}
     return splits["train"], meta
 
 
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                             "does not exist")
     t0 = time.perf_counter()
     split, data_meta = load_train_images(params, args.prepared)
+    from ganmodel.training.job import check_labels_fit
+
+    check_labels_fit(cfg, data_meta, args.prepared or "mnist5k")
     images = split.images
     print(f"data: {images.shape[0]} train images ({data_meta['dataset']}) "
           f"in {time.perf_counter() - t0:.1f}s; device {args.device}, "

@@ -24,7 +24,7 @@ from ganmodel.tracking.runs import (
 )
 from ganmodel.training.cluster import apply_ray_env_defaults
 from ganmodel.training.identity import train_run_name
-from ganmodel.training.job import RAY_RUN_TAG, RAY_STORAGE_TAG, ray_run_tags
+from ganmodel.training.job import RAY_RUN_TAG, RAY_STORAGE_TAG, check_labels_fit, ray_run_tags
 
 
 def main() -> None:
@@ -44,6 +44,7 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.train
     meta = read_meta(args.prepared)
+    check_labels_fit(cfg, meta, args.prepared)  # before Ray starts, and before an MLflow run opens
     upstream = read_upstream(args.upstream, required=("prepare", "classifier"))
     clf_hash = file_weights_hash(args.classifier, CLASSIFIER)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ganmodel import choices
+from ganmodel import choices, shapes
 from ganmodel.augment import AUGMENTATIONS
 from ganmodel.evaluation import metrics
 from ganmodel.losses import LOSSES
@@ -10,7 +10,7 @@ from ganmodel.networks import DISCRIMINATORS, GENERATORS
 
 
 def test_architectures_are_the_network_families():
-    assert set(choices.ARCHITECTURES) == set(GENERATORS) == set(DISCRIMINATORS)
+    assert set(choices.ARCHITECTURES) == set(GENERATORS) == set(DISCRIMINATORS) == set(shapes.FAMILY_KIND)
 
 
 def test_losses_and_augmentations_are_their_registries():

@@ -1,10 +1,12 @@
 """Network families, chosen by name. Each family module registers its generator and discriminator.
 
 Conventions: generators map z [B, z_dim] (and, when conditional, labels y [B]) to images
-[B, 1, 28, 28] in [-1, 1]; discriminators map images (and labels) to logits [B] (losses apply the
+[B, C, H, W] in [-1, 1]; discriminators map images (and labels) to logits [B] (losses apply the
 sigmoid, so hinge/WGAN share the nets). A family is conditional with `n_classes > 0`: G takes the
 label in (Mirza & Osindero 2014), D is a projection discriminator (Miyato & Koyama 2018). Every
-generator carries `z_dim` and `n_classes` (0: unconditional), which is all that samples it.
+generator carries `z_dim`, `n_classes` (0: unconditional) and `image_shape` ((C, H, W)), which is
+all that samples it; every network checks the tensors at its boundary against its `image_shape`.
+Which shapes a family builds is `ganmodel.shapes.buildable`; others raise a one-line ValueError.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-IMAGE_SHAPE = (1, 28, 28)
+from ganmodel.shapes import MNIST_SHAPE, buildable
+
+ImageShape = tuple[int, int, int]  # (C, H, W)
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {}
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {}
@@ -25,14 +29,19 @@ def register(name: str, generator: Callable[..., nn.Module], discriminator: Call
     DISCRIMINATORS[name] = discriminator
 
 
-def build_generator(arch: str, z_dim: int, n_classes: int = 0) -> nn.Module:
-    return GENERATORS[arch](z_dim=z_dim, n_classes=n_classes)
+def build_generator(arch: str, z_dim: int, n_classes: int = 0,
+                    image_shape: tuple[int, ...] = MNIST_SHAPE) -> nn.Module:
+    """G of family `arch` for images of `image_shape` (C, H, W); a ValueError naming the shape
+    when the family cannot build it."""
+    return GENERATORS[arch](z_dim=z_dim, n_classes=n_classes, image_shape=image_shape)
 
 
-def build_discriminator(arch: str, spectral_norm: bool = False, n_classes: int = 0) -> nn.Module:
-    """D of family `arch`; with `spectral_norm`, every linear/conv/embedding weight is divided by
-    its largest singular value (Miyato et al. 2018, "Spectral Normalization for GANs", eq. 8)."""
-    d = DISCRIMINATORS[arch](n_classes=n_classes)
+def build_discriminator(arch: str, spectral_norm: bool = False, n_classes: int = 0,
+                        image_shape: tuple[int, ...] = MNIST_SHAPE) -> nn.Module:
+    """D of family `arch` for images of `image_shape`; with `spectral_norm`, every linear/conv/
+    embedding weight is divided by its largest singular value (Miyato et al. 2018, "Spectral
+    Normalization for GANs", eq. 8)."""
+    d = DISCRIMINATORS[arch](n_classes=n_classes, image_shape=image_shape)
     if spectral_norm:
         from torch.nn.utils.parametrizations import spectral_norm as sn
 
@@ -40,6 +49,15 @@ def build_discriminator(arch: str, spectral_norm: bool = False, n_classes: int =
             if isinstance(m, nn.Linear | nn.Conv2d | nn.Embedding):
                 sn(m)
     return d
+
+
+def image_shape_of(arch: str, image_shape: tuple[int, ...]) -> ImageShape:
+    """`image_shape` as a (C, H, W) tuple of ints, or the ValueError of `ganmodel.shapes.buildable`
+    when family `arch` cannot build it (before any layer is made)."""
+    if (reason := buildable(arch, image_shape)) is not None:
+        raise ValueError(f"arch {arch} {reason}")
+    c, h, w = (int(s) for s in image_shape)
+    return c, h, w
 
 
 def check_shape(t: torch.Tensor, tail: tuple[int, ...], what: str) -> None:

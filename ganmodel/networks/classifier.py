@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganmodel.networks import IMAGE_SHAPE, check_shape
+from ganmodel.networks import check_shape
+from ganmodel.shapes import MNIST_SHAPE as IMAGE_SHAPE  # this classifier reads 1x28x28 only
 
 
 class EvalClassifier(nn.Module):

@@ -1,5 +1,12 @@
-"""Convolutional GANs for 28x28 images after DCGAN (Radford et al. 2016): transposed convs with
-BatchNorm in G, strided convs with LeakyReLU in D, no pooling.
+"""Convolutional GANs after DCGAN (Radford et al. 2016): transposed convs with BatchNorm in G,
+strided convs with LeakyReLU in D, no pooling; at any C x R x R with R = r0 * 2^n, r0 in {4, 5, 6,
+7}, n >= 2 (`ganmodel.shapes.conv_plan`).
+
+G maps z to `top` x r0 x r0 with a linear layer, then doubles the side n times; D halves it n times.
+The widths follow DCGAN's rule (width halves as the side doubles): G's stage at level i from the
+top is w * 2^(n-1-i) wide, D's i-th strided conv w * 2^i, both capped at 8w, as DCGAN's 64x64 nets
+(w..8w). At 1x28x28 (r0 7, n 2) this is the original two-stage net, layer for layer and draw for
+draw: a seeded model has the same weights as before sizes were configurable.
 
 D has no BatchNorm, as in SN-GAN's discriminators (Miyato et al. 2018): the D step runs D on real
 and fake together while the G step runs it on fakes only, and BatchNorm would normalise the two
@@ -10,9 +17,9 @@ Conditional (`n_classes > 0`): G concatenates a learned label embedding to z (Mi
 2014); D is a projection discriminator, logit = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama
 2018, eq. 3).
 
-Families: `dcgan` (width 64, the classic two-stage net) and `conv`, the net this project trains
-by default: width 32 with an extra 3x3 conv at 7x7 and 14x14 in G and a third strided conv in D,
-which buys more quality per CPU second than doubling the width.
+Families: `dcgan` (width 64, the classic net) and `conv`, the net this project trains by default:
+width 32 with an extra 3x3 conv at every stage of G and a final strided 3x3 conv in D, which buys
+more quality per CPU second than doubling the width.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from ganmodel.networks import IMAGE_SHAPE, check_labels, check_shape, projection, register
+from ganmodel.networks import check_labels, check_shape, image_shape_of, projection, register
+from ganmodel.shapes import MNIST_SHAPE, conv_plan
 
 EMBED_DIM = 32  # the label embedding G reads beside z
+MAX_WIDTH = 8  # widths are capped at 8w (DCGAN's 64x64 nets: w, 2w, 4w, 8w)
 
 
 def _init_dcgan(m: nn.Module) -> None:
@@ -38,27 +47,46 @@ def _init_dcgan(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-class DCGANGenerator(nn.Module):
-    """z [+ embed(y)] -> linear -> 2w x 7 x 7 [-> conv3] -> up 2x: w x 14 x 14 [-> conv3] -> up 2x:
-    1 x 28 x 28, tanh. BatchNorm + ReLU after every hidden layer."""
+def _plan(arch: str, image_shape: tuple[int, ...]) -> tuple[tuple[int, int, int], int, int]:
+    """((C, H, W), r0, n) of a buildable shape, or the ValueError naming it."""
+    shape = image_shape_of(arch, image_shape)
+    plan = conv_plan(shape[1])
+    assert plan is not None  # image_shape_of has checked it
+    return shape, plan[0], plan[1]
 
-    def __init__(self, z_dim: int = 100, n_classes: int = 0, width: int = 64, extra: bool = False) -> None:
+
+class DCGANGenerator(nn.Module):
+    """z [+ embed(y)] -> linear -> top x r0 x r0, then n stages of [conv3 ->] up 2x (transposed
+    conv 4/2), the last one to C channels and tanh; BatchNorm + ReLU after every hidden layer.
+    At 1x28x28: 2w x 7 x 7 [-> conv3] -> w x 14 x 14 [-> conv3] -> 1 x 28 x 28."""
+
+    def __init__(self, z_dim: int = 100, n_classes: int = 0, width: int = 64, extra: bool = False,
+                 image_shape: tuple[int, ...] = MNIST_SHAPE, arch: str = "dcgan") -> None:
         super().__init__()
+        self.image_shape, self.base, n = _plan(arch, image_shape)
         self.z_dim, self.n_classes, self.width = z_dim, n_classes, width
+        # Level i from the top (side r0 * 2^i) is w * 2^(n-1-i) wide: n = 2 gives 2w then w.
+        widths = [min(width * 2 ** (n - 1 - i), MAX_WIDTH * width) for i in range(n)]
+        self.top = widths[0]
         if n_classes:
             self.embed = nn.Embedding(n_classes, EMBED_DIM)
-        w2 = 2 * width
+        # Modules are made in the same order as the 28x28-only net was: construction draws from
+        # torch's RNG, so the order is part of what makes a seeded model reproduce.
+        fc_out = self.top * self.base * self.base
         self.fc = nn.Sequential(
-            nn.Linear(z_dim + (EMBED_DIM if n_classes else 0), w2 * 7 * 7, bias=False),
-            nn.BatchNorm1d(w2 * 7 * 7), nn.ReLU(),
+            nn.Linear(z_dim + (EMBED_DIM if n_classes else 0), fc_out, bias=False),
+            nn.BatchNorm1d(fc_out), nn.ReLU(),
         )
         layers: list[nn.Module] = []
-        if extra:
-            layers += [nn.Conv2d(w2, w2, 3, 1, 1, bias=False), nn.BatchNorm2d(w2), nn.ReLU()]
-        layers += [nn.ConvTranspose2d(w2, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]  # 14
-        if extra:
-            layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-        layers += [nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh()]  # 28
+        for i, w_in in enumerate(widths):
+            if extra:
+                layers += [nn.Conv2d(w_in, w_in, 3, 1, 1, bias=False), nn.BatchNorm2d(w_in), nn.ReLU()]
+            if i < n - 1:
+                w_out = widths[i + 1]
+                layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out),
+                           nn.ReLU()]
+            else:
+                layers += [nn.ConvTranspose2d(w_in, self.image_shape[0], 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(_init_dcgan)
 
@@ -67,24 +95,32 @@ class DCGANGenerator(nn.Module):
         check_labels(y, z.shape[0], self.n_classes, "DCGANGenerator labels")
         if self.n_classes:
             z = torch.cat([z, self.embed(y)], dim=1)
-        out = self.net(self.fc(z).view(-1, 2 * self.width, 7, 7))
-        check_shape(out, IMAGE_SHAPE, "DCGANGenerator output")
+        out = self.net(self.fc(z).view(-1, self.top, self.base, self.base))
+        check_shape(out, self.image_shape, "DCGANGenerator output")
         return out
 
 
 class DCGANDiscriminator(nn.Module):
-    """conv4/2: w x 14 x 14 -> conv4/2: 2w x 7 x 7 [-> conv3/2: 4w x 4 x 4], LeakyReLU(0.2) each,
-    no BatchNorm; phi = the flattened features, logit = linear(phi) [+ projection]."""
+    """n strided conv4/2 from C to w, 2w, 4w, ... (capped at 8w) down to r0 x r0 [-> conv3/2 at
+    twice the last width, capped], LeakyReLU(0.2) each, no BatchNorm; phi = the flattened features,
+    logit = linear(phi) [+ projection]. At 1x28x28: w x 14 x 14 -> 2w x 7 x 7 [-> 4w x 4 x 4]."""
 
-    def __init__(self, n_classes: int = 0, width: int = 64, deep: bool = False) -> None:
+    def __init__(self, n_classes: int = 0, width: int = 64, deep: bool = False,
+                 image_shape: tuple[int, ...] = MNIST_SHAPE, arch: str = "dcgan") -> None:
         super().__init__()
+        self.image_shape, side, n = _plan(arch, image_shape)
         self.n_classes = n_classes
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),
-                                   nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2)]
-        features = 2 * width * 7 * 7
+        layers: list[nn.Module] = []
+        w_in = self.image_shape[0]
+        for i in range(n):
+            w_out = min(width * 2 ** i, MAX_WIDTH * width)
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1), nn.LeakyReLU(0.2)]
+            w_in = w_out
+        features = w_in * side * side
         if deep:
-            layers += [nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.LeakyReLU(0.2)]
-            features = 4 * width * 4 * 4
+            w_out, side = min(2 * w_in, MAX_WIDTH * width), (side + 1) // 2  # 3/2, padding 1: ceil
+            layers += [nn.Conv2d(w_in, w_out, 3, 2, 1), nn.LeakyReLU(0.2)]
+            features = w_out * side * side
         self.body = nn.Sequential(*layers, nn.Flatten())
         self.head = nn.Linear(features, 1)
         if n_classes:
@@ -92,7 +128,7 @@ class DCGANDiscriminator(nn.Module):
         self.apply(_init_dcgan)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        check_shape(x, IMAGE_SHAPE, "DCGANDiscriminator input")
+        check_shape(x, self.image_shape, "DCGANDiscriminator input")
         check_labels(y, x.shape[0], self.n_classes, "DCGANDiscriminator labels")
         h = self.body(x)
         out = self.head(h).squeeze(1)
@@ -100,5 +136,5 @@ class DCGANDiscriminator(nn.Module):
 
 
 register("dcgan", DCGANGenerator, DCGANDiscriminator)
-register("conv", partial(DCGANGenerator, width=32, extra=True),
-         partial(DCGANDiscriminator, width=32, deep=True))
+register("conv", partial(DCGANGenerator, width=32, extra=True, arch="conv"),
+         partial(DCGANDiscriminator, width=32, deep=True, arch="conv"))

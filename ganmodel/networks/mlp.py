@@ -15,12 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganmodel.networks import IMAGE_SHAPE, check_labels, check_shape, projection, register
+from ganmodel.networks import check_labels, check_shape, image_shape_of, projection, register
+from ganmodel.shapes import MNIST_SHAPE
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, z_dim: int = 100, n_classes: int = 0) -> None:
+    def __init__(self, z_dim: int = 100, n_classes: int = 0,
+                 image_shape: tuple[int, ...] = MNIST_SHAPE) -> None:
         super().__init__()
+        self.image_shape = image_shape_of("mlp", image_shape)  # 1x28x28 only: 784 = 28 * 28
         self.z_dim, self.n_classes = z_dim, n_classes
         self.model = nn.Sequential(
             nn.Linear(z_dim + n_classes, 256), nn.ReLU(),
@@ -34,12 +37,13 @@ class MLPGenerator(nn.Module):
         check_labels(y, z.shape[0], self.n_classes, "MLPGenerator labels")
         if self.n_classes:
             z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)
-        return self.model(z).view(-1, *IMAGE_SHAPE)
+        return self.model(z).view(-1, *self.image_shape)
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, n_classes: int = 0) -> None:
+    def __init__(self, n_classes: int = 0, image_shape: tuple[int, ...] = MNIST_SHAPE) -> None:
         super().__init__()
+        self.image_shape = image_shape_of("mlp", image_shape)
         self.n_classes = n_classes
         self.model = nn.Sequential(
             nn.Linear(784, 1024), nn.ReLU(),
@@ -51,7 +55,7 @@ class MLPDiscriminator(nn.Module):
             self.embed = nn.Embedding(n_classes, 256)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        check_shape(x, IMAGE_SHAPE, "MLPDiscriminator input")
+        check_shape(x, self.image_shape, "MLPDiscriminator input")
         check_labels(y, x.shape[0], self.n_classes, "MLPDiscriminator labels")
         if not self.n_classes:
             return self.model(x.flatten(1)).squeeze(1)

@@ -9,12 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganmodel.networks import IMAGE_SHAPE, check_labels, check_shape, projection, register
+from ganmodel.networks import check_labels, check_shape, image_shape_of, projection, register
+from ganmodel.shapes import MNIST_SHAPE
 
 
 class LeakyMLPGenerator(nn.Module):
-    def __init__(self, z_dim: int = 100, n_classes: int = 0) -> None:
+    def __init__(self, z_dim: int = 100, n_classes: int = 0,
+                 image_shape: tuple[int, ...] = MNIST_SHAPE) -> None:
         super().__init__()
+        self.image_shape = image_shape_of("mlp_leaky", image_shape)  # 1x28x28 only: 784 = 28 * 28
         self.z_dim, self.n_classes = z_dim, n_classes
 
         def block(i: int, o: int) -> list[nn.Module]:
@@ -28,12 +31,13 @@ class LeakyMLPGenerator(nn.Module):
         check_labels(y, z.shape[0], self.n_classes, "LeakyMLPGenerator labels")
         if self.n_classes:
             z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)
-        return self.model(z).view(-1, *IMAGE_SHAPE)
+        return self.model(z).view(-1, *self.image_shape)
 
 
 class LeakyMLPDiscriminator(nn.Module):
-    def __init__(self, n_classes: int = 0) -> None:
+    def __init__(self, n_classes: int = 0, image_shape: tuple[int, ...] = MNIST_SHAPE) -> None:
         super().__init__()
+        self.image_shape = image_shape_of("mlp_leaky", image_shape)
         self.n_classes = n_classes
         self.model = nn.Sequential(
             nn.Linear(784, 1024), nn.LeakyReLU(0.2), nn.Dropout(0.3),
@@ -45,7 +49,7 @@ class LeakyMLPDiscriminator(nn.Module):
             self.embed = nn.Embedding(n_classes, 256)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        check_shape(x, IMAGE_SHAPE, "LeakyMLPDiscriminator input")
+        check_shape(x, self.image_shape, "LeakyMLPDiscriminator input")
         check_labels(y, x.shape[0], self.n_classes, "LeakyMLPDiscriminator labels")
         if not self.n_classes:
             return self.model(x.flatten(1)).squeeze(1)

@@ -153,7 +153,7 @@ def pip_requirements() -> list[str]:
 
 # What the served model imports of ganmodel, relative to the package: copied into the model as its
 # code, nothing else (a module missing here fails `mlflow models serve` at load, in the tests).
-SERVING_MODULES = ("__init__.py", "errors.py", "io.py", "artifacts.py", "networks",
+SERVING_MODULES = ("__init__.py", "errors.py", "io.py", "artifacts.py", "networks", "shapes.py",
                    "registry/__init__.py", "registry/serving.py")
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 

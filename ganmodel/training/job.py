@@ -53,6 +53,19 @@ def outcome_from_state(sd: dict[str, Any], wall: float, ckpt: str | None = None)
                         sd.get("fixed_labels"))
 
 
+def check_labels_fit(cfg: TrainParams, meta: dict[str, Any], prepared: str) -> None:
+    """A conditional recipe needs labelled data of at least 2 classes; a one-class (unlabelled)
+    prepared set fails here, before Ray starts, naming the key that chose it."""
+    classes = meta.get("classes") or []
+    if not cfg.conditional or (len(classes) >= 2 and meta.get("labelled", True)):
+        return
+    key = f"train.preset {cfg.preset}" if cfg.preset != "custom" else "train.conditional true"
+    fix = ("use train.preset conv_sn (the same recipe, unconditional)" if cfg.preset != "custom"
+           else "set train.conditional: false")
+    raise GanModelError(f"{key} asks for a conditional generator, but {prepared} has {len(classes)} "
+                        f"class{'es' if len(classes) != 1 else ''} (unlabelled images): {fix}")
+
+
 def worker_user_error(err: BaseException) -> BaseException:
     """A `GanModelError` raised on a worker (bad input, e.g. a missing split) as itself, so the
     stage prints one line instead of Ray's multi-rank traceback; anything else unchanged."""

@@ -25,7 +25,7 @@ from ganmodel.config import TrainParams
 from ganmodel.data.prepared import to_unit_range
 from ganmodel.errors import GanModelError
 from ganmodel.losses import GRADIENT_PENALTY, LOSSES, GANLoss, gradient_penalty, r1_penalty
-from ganmodel.networks import IMAGE_SHAPE, check_shape
+from ganmodel.networks import check_shape
 from ganmodel.tracking.tracker import NullTracker, Tracker
 from ganmodel.training.precision import native_bf16, resolve_precision
 from ganmodel.training.state import (
@@ -68,10 +68,11 @@ class StepSpec:
     autocast: bool = False  # bf16
 
 
-def step_spec(cfg: TrainParams, precision: str | None = None) -> StepSpec:
-    """The step of `cfg`; `precision` is `cfg.precision` resolved for the device (`fp32`/`bf16`)."""
+def step_spec(cfg: TrainParams, precision: str | None = None, resolution: int = 28) -> StepSpec:
+    """The step of `cfg` on images `resolution` pixels wide; `precision` is `cfg.precision`
+    resolved for the device (`fp32`/`bf16`)."""
     return StepSpec(LOSSES[cfg.loss], GRADIENT_PENALTY.get(cfg.loss, 0.0), cfg.r1_gamma,
-                    DiffAugment(cfg.augment) if cfg.augment else None,
+                    DiffAugment(cfg.augment, resolution) if cfg.augment else None,
                     (precision or cfg.precision) == "bf16")
 
 
@@ -143,7 +144,7 @@ def train_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One D step then one G step on this rank's slice, unconditional and without augmentation
     (the seed's order: D on real and detached fake, then G through the same fake)."""
-    check_shape(real, IMAGE_SHAPE, "train_step real batch")
+    check_shape(real, unwrap(state.g).image_shape, "train_step real batch")
     spec = StepSpec(loss, gp_weight, autocast=autocast)
     with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=autocast):
         fake = state.g(z)
@@ -179,20 +180,23 @@ def train(
     labels: torch.Tensor | None = None,
     n_classes: int = 0,
 ) -> GanState:
-    """Train a GAN on uint8 images [N, 1, 28, 28] for `cfg.epochs` epochs.
+    """Train a GAN on uint8 images [N, C, H, W] for `cfg.epochs` epochs.
 
-    `images` is the full training set; it is moved to `ctx.device` once (no DataLoader, no
-    per-step host-to-device copies) and each rank reads its slice of every global batch. A
+    `images` is the full training set, and the nets are built for its image shape; it is moved to
+    `ctx.device` once (no DataLoader, no per-step host-to-device copies) and each rank reads its
+    slice of every global batch. A
     conditional run (`cfg.conditional`) needs the `labels` [N] and `n_classes`: each rank slices
     the labels with the images, and G is asked for the classes of the real batch.
     """
-    check_shape(images, IMAGE_SHAPE, "training images")
+    if images.ndim != 4:
+        raise ValueError(f"training images: expected shape [N, C, H, W], got {list(images.shape)}")
+    image_shape = tuple(images.shape[1:])
     if cfg.conditional and (labels is None or labels.shape != (images.shape[0],)):
         raise GanModelError("train.conditional: the training split has no labels for its images")
     tracker = tracker or NullTracker()
     data = images.to(ctx.device, non_blocking=True)
     ys = labels.to(ctx.device).long() if cfg.conditional else None
-    state = build_state(cfg, ctx, n_classes)
+    state = build_state(cfg, ctx, n_classes, image_shape)
     if resume is not None:
         load_state_dict(state, resume, ctx)
         log(f"resumed from epoch {state.epoch} (step {state.step})")
@@ -201,7 +205,7 @@ def train(
         log(f"warning: train.precision bf16 is emulated on this {ctx.device.type} (no native bf16): "
             "expect it to be several times slower than fp32; train.precision: auto picks fp32 here")
     tracker.set_tags({"precision.resolved": precision})
-    spec = step_spec(cfg, precision)
+    spec = step_spec(cfg, precision, image_shape[-1])
     aug = spec.augment
     b_local = cfg.batch_size // ctx.world_size
     lo, hi = ctx.rank * b_local, (ctx.rank + 1) * b_local

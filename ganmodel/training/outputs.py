@@ -11,6 +11,7 @@ import torch
 
 from ganmodel.artifacts import save_generator
 from ganmodel.config import TrainParams
+from ganmodel.data.prepared import image_shape
 from ganmodel.figures import save_grid
 from ganmodel.training.job import TrainOutcome
 from ganmodel.training.state import GRID_COLUMNS
@@ -37,12 +38,13 @@ def scaling_params(cfg: TrainParams, n_train: int) -> dict[str, Any]:
 
 def generator_meta(cfg: TrainParams, data_meta: dict[str, Any]) -> dict[str, Any]:
     """What a generator file records beside its weights (`ganmodel.artifacts`): what rebuilds it
-    (arch, z_dim, conditional, n_classes), the class names its labels mean, and its data."""
+    (arch, z_dim, conditional, n_classes, image_shape), the class names its labels mean, and its
+    data. The image shape is the data's (meta.json's `image_shape`; 1x28x28 where it has none)."""
     classes = list(data_meta.get("classes") or [])
     return {"arch": cfg.arch, "z_dim": cfg.z_dim, "conditional": cfg.conditional,
             "n_classes": len(classes) if cfg.conditional else 0, "classes": classes,
             "dataset": data_meta["dataset"], "data_hash": data_meta["data_hash"], "ema": cfg.ema_decay > 0,
-            "image_shape": [1, 28, 28]}
+            "image_shape": list(image_shape(data_meta))}
 
 
 def write_train_outputs(outcome: TrainOutcome, cfg: TrainParams, data_meta: dict[str, Any], *,
@@ -60,7 +62,7 @@ def write_train_outputs(outcome: TrainOutcome, cfg: TrainParams, data_meta: dict
         for h in outcome.history:
             w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()})
     meta = generator_meta(cfg, data_meta)
-    g = build_generator(cfg.arch, cfg.z_dim, meta["n_classes"])
+    g = build_generator(cfg.arch, cfg.z_dim, meta["n_classes"], tuple(meta["image_shape"]))
     g.load_state_dict(outcome.generator)
     with torch.no_grad():
         z, y = outcome.fixed_noise.float(), outcome.fixed_labels

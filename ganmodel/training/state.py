@@ -19,6 +19,7 @@ from torch import nn
 from ganmodel.config import TrainParams
 from ganmodel.errors import GanModelError
 from ganmodel.networks import build_discriminator, build_generator
+from ganmodel.shapes import MNIST_SHAPE, buildable
 
 N_FIXED_NOISE = 64
 GRID_COLUMNS = 8  # a conditional model's fixed samples: one row of this many per class
@@ -69,16 +70,20 @@ def fixed_labels(n_classes: int) -> torch.Tensor:
     return torch.arange(n_classes).repeat_interleave(GRID_COLUMNS)
 
 
-def build_state(cfg: TrainParams, ctx: Context, n_classes: int = 0) -> GanState:
-    """Models, optimisers and fixed noise; identical on every rank (seeded), then DDP-wrapped.
-    `n_classes` > 0 builds the conditional nets (`cfg.conditional` asks for them)."""
+def build_state(cfg: TrainParams, ctx: Context, n_classes: int = 0,
+                image_shape: tuple[int, ...] = MNIST_SHAPE) -> GanState:
+    """Models for images of `image_shape` (C, H, W), optimisers and fixed noise; identical on
+    every rank (seeded), then DDP-wrapped. `n_classes` > 0 builds the conditional nets
+    (`cfg.conditional` asks for them)."""
     if cfg.conditional and n_classes < 2:
         raise GanModelError(f"train.conditional: needs labelled data with at least 2 classes, "
                             f"got {n_classes}")
     n_classes = n_classes if cfg.conditional else 0
     torch.manual_seed(cfg.seed)
-    g = build_generator(cfg.arch, cfg.z_dim, n_classes).to(ctx.device)
-    d = build_discriminator(cfg.arch, cfg.spectral_norm, n_classes).to(ctx.device)
+    if (reason := buildable(cfg.arch, image_shape)) is not None:  # params checked it; a loop caller may not
+        raise GanModelError(f"train.arch: {cfg.arch} {reason}")
+    g = build_generator(cfg.arch, cfg.z_dim, n_classes, image_shape).to(ctx.device)
+    d = build_discriminator(cfg.arch, cfg.spectral_norm, n_classes, image_shape).to(ctx.device)
     ema = None
     if cfg.ema_decay > 0:
         ema = copy.deepcopy(g).eval().requires_grad_(False)
