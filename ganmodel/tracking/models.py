@@ -163,6 +163,11 @@ def describe_model(name: str, description: str) -> None:
         client.update_registered_model(name, description=description)
 
 
+def describe_version(name: str, version: str, description: str) -> None:
+    """Set a version's description (its model card, `ganmodel.registry.card`)."""
+    _client().update_model_version(name, version, description=description)
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     _client().set_registered_model_alias(name, alias, version)
 
