@@ -7,27 +7,77 @@ from __future__ import annotations
 import csv
 import math
 import os
+from typing import BinaryIO
 
 import torch
 
+CHANNELS = (1, 3)  # greyscale (PNG mode L) or RGB
 
-def make_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
-    """[B, 1, H, W] in [-1, 1] -> uint8 [H', W'] grid (padding 2, white background lines)."""
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] not in CHANNELS:
+        raise ValueError(f"expected images [B, C, H, W] with C 1 or 3, got {list(images.shape)}")
+
+
+def shrink_tiles(images: torch.Tensor, max_tile: int) -> torch.Tensor:
+    """`images` [B, C, H, W] averaged down by the smallest integer factor that brings the longer
+    side to at most `max_tile` px (unchanged when it already fits)."""
+    factor = -(-max(images.shape[-2:]) // max_tile)
+    if factor <= 1:
+        return images
+    from torch.nn.functional import interpolate
+
+    size = (images.shape[-2] // factor, images.shape[-1] // factor)
+    return interpolate(images.detach().float(), size=size, mode="area")
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, max_tile: int | None = None) -> torch.Tensor:
+    """[B, C, H, W] in [-1, 1] -> uint8 grid (padding 2, white background lines): [H', W'] for
+    C 1, [H', W', 3] for C 3. `max_tile` shrinks bigger tiles first (`shrink_tiles`)."""
     from torchvision.utils import make_grid as tv_grid
 
-    if images.ndim != 4:
-        raise ValueError(f"expected images [B, C, H, W], got {list(images.shape)}")
+    _check_images(images)
+    if max_tile is not None:
+        images = shrink_tiles(images, max_tile)
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
     grid = tv_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2,
                    normalize=True, value_range=(-1, 1), pad_value=1.0)
-    return grid[0].mul(255).round().to(torch.uint8)
+    grid = grid.mul(255).round().to(torch.uint8)
+    # torchvision repeats a single channel three times: greyscale keeps one, as before colour.
+    return grid[0] if images.shape[1] == 1 else grid.permute(1, 2, 0).contiguous()
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int | None = None) -> None:
-    """Save a sample grid PNG."""
+def grid_size(n: int, image_hw: tuple[int, int], nrow: int | None = None) -> tuple[int, int]:
+    """(width, height) in px of `make_grid`'s grid of `n` images of `image_hw` (H, W)."""
+    if n == 1:  # torchvision returns a lone image as it is, unpadded
+        return image_hw[1], image_hw[0]
+    nrow = min(n, nrow or max(1, int(math.ceil(math.sqrt(n)))))
+    rows = -(-n // nrow)
+    return nrow * (image_hw[1] + 2) + 2, rows * (image_hw[0] + 2) + 2
+
+
+def _png(pixels: torch.Tensor, path: str | os.PathLike[str] | BinaryIO) -> None:
     from PIL import Image
 
-    Image.fromarray(make_grid(images, nrow).numpy(), mode="L").save(path, format="PNG")
+    Image.fromarray(pixels.numpy(), mode="L" if pixels.ndim == 2 else "RGB").save(path, format="PNG")
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike[str] | BinaryIO, nrow: int | None = None,
+              max_tile: int | None = None) -> None:
+    """Save a sample grid PNG: mode L for greyscale images, RGB for colour ones."""
+    _png(make_grid(images, nrow, max_tile), path)
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] in [-1, 1] -> uint8 [B, C, H, W], the grid's mapping ((x + 1) / 2 * 255, rounded)."""
+    _check_images(images)
+    x = images.detach().float().cpu().clamp(-1, 1)
+    return x.add(1).div(2).mul(255).round().to(torch.uint8)
+
+
+def save_image(pixels: torch.Tensor, path: str | os.PathLike[str] | BinaryIO) -> None:
+    """One uint8 image [C, H, W] (`to_pixels`) as a PNG: mode L for C 1, RGB for C 3."""
+    _png(pixels[0] if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).contiguous(), path)
 
 
 def _plt():

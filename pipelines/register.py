@@ -1,5 +1,7 @@
 """DVC stage `register`: register the train run's logged generator once per weights, and move
-alias `champion` only past the quality gate (see ganmodel/registry/gate.py)."""
+alias `champion` only past the quality gate (see ganmodel/registry/gate.py). The version's
+description is its model card (ganmodel/registry/card.py): the prepared data's meta.json, the
+recipe, the evaluation's figures and the evaluate run's sample sheet."""
 
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--generator", required=True, help="generator weights (train stage)")
     ap.add_argument("--eval-metrics", required=True, help="metrics JSON of the evaluate stage")
+    ap.add_argument("--prepared", default=None,
+                    help="prepared data directory (its meta.json, for the model card)")
+    ap.add_argument("--samples-artifact", default=None,
+                    help="the sample sheet's artifact path in the evaluate run (for the model card)")
     ap.add_argument("--upstream", nargs="+", required=True, metavar="STAGE=RUN_FILE")
     ap.add_argument("--out", required=True, help="output: registration result + run link (JSON)")
     ap.add_argument("--metrics", required=True, help="output: registration metrics (JSON)")
@@ -59,6 +65,21 @@ def main() -> None:
     links = read_upstream(args.upstream, required=UPSTREAM)
     check_lineage(metrics, links, args.eval_metrics)
     check_evaluated(args.generator, metrics, args.eval_metrics)  # refused before any run or version
+    data_meta = None
+    if args.prepared is not None:
+        from ganmodel.data.prepared import read_meta
+
+        data_meta = read_meta(args.prepared)
+        if data_meta.get("data_hash") != metrics["data_hash"]:
+            theirs, ours = str(data_meta.get("data_hash"))[:12], str(metrics["data_hash"])[:12]
+            raise GanModelError(f"{args.prepared}: data hash {theirs} differs from the evaluation's {ours}; "
+                                "re-run the pipeline")
+    samples = None
+    if args.samples_artifact:
+        from ganmodel.registry.card import SampleSheet
+
+        ev = links.get("evaluate", {})
+        samples = SampleSheet(str(ev["run_id"]), str(ev.get("experiment_id", "")), args.samples_artifact)
 
     with stage_run("register", params.tracking.experiment, {"register": cfg.model_dump()},
                    upstream=run_ids(links), tags={DATA_HASH_TAG: str(metrics["data_hash"])}) as run:
@@ -66,7 +87,8 @@ def main() -> None:
 
         result = register_generator(args.generator, metrics, cfg, model_id=links["train"]["model_id"],
                                     run_ids={**run_ids(links), "register": run.run_id},
-                                    git_commit=git_commit("."), source=args.eval_metrics)
+                                    git_commit=git_commit("."), source=args.eval_metrics,
+                                    data_meta=data_meta, samples=samples)
         run.set_tags({"register.model_name": result["model_name"], "register.version": result["version"],
                       "register.decision": result["decision"], "register.reason": result["reason"]})
         summary = {"version": result["version"], "champion_version": result["champion_version"],

@@ -258,3 +258,28 @@ def test_served_conditional_model_makes_the_asked_digits(served_conditional, dig
     assert status == 200  # no labels: its classes in turn
     _, logits = extract(digit_classifier, torch.tensor(body["predictions"], dtype=torch.float32), 10)
     assert (logits.argmax(1) == torch.arange(10)).double().mean() >= 0.7
+
+
+def test_the_logged_schema_states_the_generators_image_shape(mlflow_store, tmp_path):
+    """A 3x32x32 generator's logged model says so (signature, MLmodel metadata), from its file's
+    meta; a file from before `image_shape` was recorded is MNIST's [1, 28, 28]."""
+    import mlflow
+
+    from ganmodel.artifacts import read_model_file, save_generator
+    from ganmodel.registry.serving import image_shape, model_metadata, signature
+    from ganmodel.tracking.models import log_generator_model
+
+    sd, meta = read_model_file(make_generator(tmp_path / "g.pt", seed=5), "generator")
+    colour = {**meta, "image_shape": [3, 32, 32]}  # logging reads the meta only, never runs the weights
+    save_generator(sd, colour, tmp_path / "colour.pt")
+    with mlflow.start_run(experiment_id=mlflow_store.experiment_id):
+        info = log_generator_model(tmp_path / "colour.pt")
+    logged = mlflow.models.get_model_info(info.model_uri)
+    spec = json.loads(logged.signature.to_dict()["outputs"])[0]["tensor-spec"]
+    assert spec == {"dtype": "float32", "shape": [-1, 3, 32, 32]}
+    assert logged.metadata["image_shape"] == [3, 32, 32]
+
+    legacy = {k: v for k, v in meta.items() if k != "image_shape"}
+    assert image_shape(legacy) == (1, 28, 28) and model_metadata(legacy)["image_shape"] == [1, 28, 28]
+    out = json.loads(signature(64, image_shape({"image_shape": [1, 64, 64]})).to_dict()["outputs"])
+    assert out[0]["tensor-spec"]["shape"] == [-1, 1, 64, 64]

@@ -50,7 +50,8 @@ CHALLENGER = "challenger"
 LEGACY_TAG_PREFIXES = ("metric.", "param.")
 RUN_TAG = "run_id.{}"
 PROTOCOL_TAG = "protocol.{}"
-MODEL_DESCRIPTION = "GAN generator: latent vectors [n, z_dim] -> images [n, 1, 28, 28] in [-1, 1]"
+MODEL_DESCRIPTION = ("GAN generator: latent vectors [n, z_dim] -> images [n, C, H, W] in [-1, 1]; "
+                     "each version's description is its model card (data, recipe, figures)")
 DECISION_TAG = "gate.decision"
 REASON_TAG = "gate.reason"
 THRESHOLDS_TAG = "gate.thresholds"

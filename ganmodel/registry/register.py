@@ -10,6 +10,7 @@ from typing import Any
 from ganmodel.artifacts import GENERATOR, file_weights_hash
 from ganmodel.config import RegisterParams
 from ganmodel.errors import GanModelError
+from ganmodel.registry.card import SampleSheet, model_card
 from ganmodel.registry.gate import (
     CHALLENGER,
     CHAMPION,
@@ -64,14 +65,33 @@ def current_champion(name: str) -> Champion | None:
     return Champion(str(mv.version), Protocol.from_tags(mv.tags), fid)
 
 
+def gate_text(metrics: dict[str, Any], cfg: RegisterParams) -> dict[str, str]:
+    """The gate's threshold on each figure it checks, as the model card shows it."""
+    out = {"fid_ratio": f"≤ {cfg.max_fid_ratio:g}", "data_copying": f"≥ {cfg.min_data_copying:g}"}
+    if "classes_covered" in metrics:
+        n = metrics.get("n_classes")  # every class the data has, up to min_classes_covered
+        need = min(cfg.min_classes_covered, int(n)) if isinstance(n, int | float) and n > 0 else None
+        out["classes_covered"] = f"≥ {need if need is not None else cfg.min_classes_covered}"
+    return out
+
+
+def recipe_of(logged_model: Any) -> dict[str, str]:
+    """The train params the train run logged with its model, without the `train.` prefix."""
+    params = dict(getattr(logged_model, "params", None) or {})
+    return {k.removeprefix("train."): v for k, v in params.items() if k.startswith("train.")}
+
+
 def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str, Any], cfg: RegisterParams,
                        *, model_id: str, run_ids: dict[str, str], git_commit: str,
-                       source: str = "evaluation metrics") -> dict[str, Any]:
+                       source: str = "evaluation metrics", data_meta: dict[str, Any] | None = None,
+                       samples: SampleSheet | None = None) -> dict[str, Any]:
     """Register the logged model `model_id` (the train run's) once per weights and apply the gate.
 
     Refuses, before anything is registered, metrics that lack what the gate needs and weights
-    other than the evaluated ones. Prints the decision. Returns {model_name, version, decision,
-    reason, champion_version, weights_hash, created}.
+    other than the evaluated ones. Describes the version with its model card (`card.model_card`:
+    the prepared data's `data_meta`, the logged recipe, `metrics`, the `samples` sheet), anew on
+    every registration. Prints the decision. Returns {model_name, version, decision, reason,
+    champion_version, weights_hash, created}.
     """
     check_metrics(metrics, source)
     name = cfg.model_name
@@ -95,6 +115,9 @@ def register_generator(generator_path: str | os.PathLike[str], metrics: dict[str
     # Described after register_model creates the model: creating it first made MLflow announce
     # "Registered model ... already exists" on the very first registration.
     models.describe_model(name, MODEL_DESCRIPTION)
+    models.describe_version(name, version, model_card(
+        name=name, version=version, data=data_meta, recipe=recipe_of(logged_model), metrics=metrics,
+        samples=samples, gate=gate_text(metrics, cfg)))
     d = decide(metrics, cfg, champion, version)
     models.set_version_tags(name, version, {DECISION_TAG: d.decision, REASON_TAG: d.reason})
     if d.decision == CHAMPION:

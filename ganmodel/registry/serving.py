@@ -9,8 +9,10 @@ Contract (also the logged signature):
   i is an image of class `labels[i]`. Without it a conditional generator makes its classes in
   turn, in equal runs (`0 1 2 ...` for fewer rows than classes). An unconditional generator
   refuses labels. Over REST: `{"inputs": ..., "params": {"labels": [3, 7]}}`.
-- output: float32 array `[-1, 1, 28, 28]` in the generator's tanh range **[-1, 1]**
-  (`(x + 1) / 2` gives [0, 1] pixel intensities).
+- output: float32 array `[-1, C, H, W]` in the generator's tanh range **[-1, 1]**
+  (`(x + 1) / 2` gives [0, 1] pixel intensities); `(C, H, W)` is the generator's image shape, from
+  its file's meta (`image_shape`: C 1 greyscale or 3 RGB; files from before colour: (1, 28, 28)).
+  The logged signature and the MLmodel metadata (`image_shape`) state it.
 
 Bad input (wrong width, NaN/inf, non-numeric, too many rows, bad or unwanted labels) raises an
 `MlflowException` with `INVALID_PARAMETER_VALUE`, so `mlflow models serve` answers 400, not 500.
@@ -34,13 +36,14 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from ganmodel.errors import brief
+from ganmodel.errors import GanModelError, brief
 
 ARTIFACT_KEY = "generator"
 WEIGHTS_FILE = "generator.pt"
 # Where the weights file sits inside a logged model directory.
 WEIGHTS_IN_MODEL = f"artifacts/{WEIGHTS_FILE}"
-IMAGE_SHAPE = (1, 28, 28)
+# What generator files written before `image_shape` was recorded make (MNIST's shape).
+LEGACY_IMAGE_SHAPE = (1, 28, 28)
 MAX_ROWS = 10_000
 
 
@@ -112,6 +115,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
         self.generator, self.meta = load_generator(context.artifacts[ARTIFACT_KEY])
         self.z_dim = int(self.meta["z_dim"])
+        self.image_shape = image_shape(self.meta)
         self.n_classes = int(getattr(self.generator, "n_classes", 0))
 
     # No type hints on predict: MLflow would try to derive a signature from them.
@@ -132,14 +136,22 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         return out.float().clamp_(-1.0, 1.0).cpu().numpy()
 
 
-def signature(z_dim: int) -> Any:
-    """Latents [-1, z_dim] float32 in, images [-1, 1, 28, 28] float32 out, optional `labels`."""
+def image_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
+    """(C, H, W) of a generator's images, from its file's meta."""
+    shape = tuple(int(d) for d in meta.get("image_shape") or LEGACY_IMAGE_SHAPE)
+    if len(shape) != 3:
+        raise GanModelError(f"generator meta: image_shape must be [C, H, W], got {list(shape)}")
+    return shape  # type: ignore[return-value]
+
+
+def signature(z_dim: int, shape: tuple[int, int, int]) -> Any:
+    """Latents [-1, z_dim] float32 in, images [-1, C, H, W] float32 out (`shape`), optional `labels`."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, z_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *IMAGE_SHAPE))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
         params=ParamSchema([ParamSpec("labels", "long", [], shape=(-1,))]),
     )
 
@@ -175,7 +187,7 @@ def serving_package(dest: str | os.PathLike[str]) -> str:
 def model_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """What the MLmodel file says about the generator."""
     return {"z_dim": int(meta["z_dim"]), "arch": meta.get("arch"), "output_range": "[-1, 1]",
-            "image_shape": list(IMAGE_SHAPE), "conditional": bool(meta.get("conditional", False)),
+            "image_shape": list(image_shape(meta)), "conditional": bool(meta.get("conditional", False)),
             "n_classes": int(meta.get("n_classes", 0)), "classes": list(meta.get("classes") or [])}
 
 

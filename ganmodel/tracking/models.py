@@ -48,7 +48,7 @@ def log_generator_model(generator_path: str | os.PathLike[str], params: dict[str
             python_model=str(serving.MODEL_CODE),
             artifacts={serving.ARTIFACT_KEY: str(weights)},
             code_paths=[serving.serving_package(Path(tmp) / "code")],
-            signature=serving.signature(int(meta["z_dim"])),
+            signature=serving.signature(int(meta["z_dim"]), serving.image_shape(meta)),
             input_example=serving.input_example(int(meta["z_dim"])),
             pip_requirements=serving.pip_requirements(),
             metadata=serving.model_metadata(meta),
@@ -161,6 +161,11 @@ def describe_model(name: str, description: str) -> None:
     client = _client()
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=description)
+
+
+def describe_version(name: str, version: str, description: str) -> None:
+    """Set a version's description (its model card, `ganmodel.registry.card`)."""
+    _client().update_model_version(name, version, description=description)
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

@@ -12,6 +12,10 @@ from typing import Any, Protocol
 
 import torch
 
+# Per-epoch sheets are logged every epoch: 64 images of 128 px colour would be ~1 MP a sheet, so
+# bigger tiles are averaged down to this side (28 px MNIST sheets are untouched).
+SHEET_MAX_TILE = 64
+
 
 class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
@@ -66,12 +70,13 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=batch[i : i + 100], synchronous=True)
 
     def log_image(self, images: torch.Tensor, artifact_file: str, nrow: int | None = None) -> None:
-        """A sample grid PNG of `images`, `nrow` per row (default: a square)."""
+        """A sample grid PNG of `images` [B, C, H, W] (greyscale or RGB), `nrow` per row (default:
+        a square); tiles over `SHEET_MAX_TILE` px are shrunk to fit."""
         from ganmodel.figures import save_grid
 
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / Path(artifact_file).name
-            save_grid(images, p, nrow=nrow)
+            save_grid(images, p, nrow=nrow, max_tile=SHEET_MAX_TILE)
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(p), None if parent == "." else parent)
 
