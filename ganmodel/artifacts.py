@@ -3,7 +3,8 @@
 A model file is `torch.save` of plain data: `{"kind": "generator" | "classifier",
 "state_dict": {name: tensor}, "meta": {...}}`, loaded with `weights_only=True` (no pickled
 classes, no code). `meta` holds what rebuilds the network (generator: `arch`, `z_dim`,
-`conditional`, `n_classes`, `image_shape`; classifier: `feature_dim`, `n_classes`) and where it came from
+`conditional`, `n_classes`, `image_shape`; classifier: `feature_network`, `feature_dim`, `n_classes`,
+`image_shape`) and where it came from
 (dataset, data hash). A file's identity is the hash of its weights (`weights_hash`), not of its
 bytes: the gate and the registry key on it.
 
@@ -103,19 +104,23 @@ def load_generator(path: str | os.PathLike[str],
 
 
 def save_classifier(model: nn.Module, meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """The classifier file: weights, `feature_dim`/`n_classes`, and the caller's meta."""
-    save_model_file(path, CLASSIFIER, model.state_dict(),
-                    {**meta, "feature_dim": model.feature_dim, "n_classes": model.n_classes})
+    """The feature-network file: weights, what rebuilds the network (`network_meta`: its kind,
+    `feature_dim`, `n_classes`, `image_shape`) and the caller's meta."""
+    from ganmodel.networks.featurenet import network_meta
+
+    save_model_file(path, CLASSIFIER, model.state_dict(), {**meta, **network_meta(model)})
 
 
 def load_classifier(path: str | os.PathLike[str],
                     device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the evaluation classifier (eval mode) from its file; returns (model, meta)."""
-    from ganmodel.networks.classifier import EvalClassifier
+    """Rebuild the evaluation feature network (eval mode) from its file; returns (model, meta).
+    Files from before the kind and shape were recorded hold a labelled classifier of 28x28
+    greyscale images."""
+    from ganmodel.networks.featurenet import build_feature_network
 
     sd, meta = read_model_file(path, CLASSIFIER, device)
     try:
-        model = EvalClassifier(int(meta["feature_dim"]), int(meta["n_classes"]))
+        model = build_feature_network(meta)
         model.load_state_dict(sd)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise GanModelError(f"{path}: not a ganmodel classifier file ({brief(err)})") from None

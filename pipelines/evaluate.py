@@ -1,13 +1,15 @@
-"""DVC stage `evaluate`: FID/KID/IS/precision/recall/coverage in the classifier's feature space,
-next to the real-vs-real floor at the same N, plus sample grid and nearest-neighbour sheets. The
-figures are attached to the train run's logged model as well, so its MLflow page shows them."""
+"""DVC stage `evaluate`: FID/KID/IS/precision/recall/coverage in the feature network's space,
+next to the real-vs-real floor at the same N and the calibration ladder (held-out images blurred
+by 1, 2, 4 px), plus sample grid and nearest-neighbour sheets. Metrics that need classes are
+skipped for unlabelled data, and `skipped` says so. The figures are attached to the train run's
+logged model as well, so its MLflow page shows them."""
 
 from __future__ import annotations
 
 import argparse
 
 from ganmodel.config import load_params
-from ganmodel.data.prepared import load_split, read_meta
+from ganmodel.data.prepared import is_labelled, load_split, read_meta
 from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.errors import GanModelError
 from ganmodel.io import OutputSet, write_csv, write_json
@@ -21,6 +23,18 @@ from ganmodel.tracking.runs import (
 )
 
 NOT_ON_MODEL = ("eval_time_s", "stage_wall_time_s")  # timings describe the run, not the model
+HISTOGRAM_HEADER = "class,generated,real\n"  # the class plot of data without classes: no rows
+
+
+def choice_figures(clf_meta: dict) -> dict:
+    """What the classifier stage chose and why, from the feature network's file: `feature_network`,
+    `choice_reason` and each measured network's 1-px blur ratio (`choice_<kind>_blur1_ratio`)."""
+    out = {"feature_network": clf_meta.get("feature_network", "labelled")}
+    if "choice_reason" in clf_meta:
+        out["choice_reason"] = clf_meta["choice_reason"]
+    for kind, ratio in (clf_meta.get("choice_blur1_ratios") or {}).items():
+        out[f"choice_{kind}_blur1_ratio"] = round(float(ratio), 6)
+    return out
 
 
 def main() -> None:
@@ -47,9 +61,10 @@ def main() -> None:
     from ganmodel.evaluation.protocol import evaluate, evaluation_code_hash, heldout
 
     classifier, clf_meta = load_classifier(args.classifier)
-    if len(meta["classes"]) != classifier.n_classes:
+    n_classes = len(meta["classes"]) if is_labelled(meta) else 0  # what the class head must have
+    if n_classes != classifier.n_classes:
         raise GanModelError(f"{args.classifier}: {classifier.n_classes} classes, but {args.prepared} has "
-                            f"{len(meta['classes'])}; re-run the classifier stage")
+                            f"{n_classes} (0: unlabelled); re-run the classifier stage")
     generator, _ = load_generator(args.generator)
     gen_hash = file_weights_hash(args.generator, GENERATOR)
     train_link = upstream["train"]
@@ -74,11 +89,15 @@ def main() -> None:
         summary = {**{k: round(v, 6) if isinstance(v, float) else v for k, v in res.headline.items()},
                    "data_hash": meta["data_hash"], "classifier_hash": clf_meta["hash"],
                    "eval_code_hash": evaluation_code_hash(), "conditional": is_conditional(generator),
-                   "generator_hash": gen_hash}
+                   "generator_hash": gen_hash, "n_classes": n_classes, "ladder_position": res.ladder_position,
+                   "skipped": res.skipped, **choice_figures(clf_meta)}
         with OutputSet() as out:
             save_grid(res.grid, out.path(args.samples), nrow=res.grid_cols)  # a row per class
             save_grid(res.nn_sheet, out.path(args.neighbours), nrow=res.nn_cols)
-            write_csv(out.path(args.classes), res.histogram)
+            if res.histogram:
+                write_csv(out.path(args.classes), res.histogram)
+            else:
+                out.path(args.classes).write_text(HISTOGRAM_HEADER)
             class_histogram_png(res.histogram, out.path(args.classes_png),
                                 f"{meta['dataset']}: classes of {cfg.n_samples} generated images",
                                 DEFAULT_MIN_RELATIVE_SHARE)
@@ -91,18 +110,26 @@ def main() -> None:
                              "stage_wall_time_s": summary["stage_wall_time_s"]})
             write_json(out.path(args.metrics), summary)
             write_json(out.path(args.run_file), run_link(run, generator_hash=gen_hash))
+            run.set_tags({"ladder_position": res.ladder_position,
+                          "feature_network": summary["feature_network"],
+                          **{f"skipped.{k}": v for k, v in res.skipped.items()}})
             run.log_dict(summary, "evaluate.json")
             run.log_artifact(out.path(args.samples), "samples")
             run.log_artifact(out.path(args.neighbours), "samples")
             run.log_artifact(out.path(args.classes), "plots")
             run.log_artifact(out.path(args.classes_png), "plots")
-        m = res.metrics
-        print(f"evaluate (N={cfg.n_samples}): FID {m['fid']:.2f} (floor {m['fid_floor']:.2f}, ratio "
-              f"{m['fid_ratio']:.2f}), KID {m.get('kid_mean', float('nan')):.4f}, IS "
-              f"{m.get('is_mean', float('nan')):.2f}, precision {m.get('precision', float('nan')):.3f}, "
-              f"recall {m.get('recall', float('nan')):.3f}, classes {m['classes_covered']:.0f}, data copying "
-              f"{m['data_copying']:.2f} (floor {m['data_copying_floor']:.2f}), "
-              f"{m['eval_time_s']:.1f}s of metrics, {summary['stage_wall_time_s']:.1f}s in all")
+        m, nan = res.metrics, float("nan")
+        print(f"evaluate (N={cfg.n_samples}, {summary['feature_network']} features): FID {m['fid']:.2f} "
+              f"(floor {m['fid_floor']:.2f}, ratio {m['fid_ratio']:.2f}; {res.ladder_position} on the "
+              f"ladder: blur1 {m['ladder_blur1_ratio']:.2f}, blur2 {m['ladder_blur2_ratio']:.2f}, blur4 "
+              f"{m['ladder_blur4_ratio']:.2f}), KID {m.get('kid_mean', nan):.4f}, "
+              f"IS {m.get('is_mean', nan):.2f}, "
+              f"precision {m.get('precision', nan):.3f}, recall {m.get('recall', nan):.3f}, classes "
+              f"{m.get('classes_covered', nan):.0f}, data copying {m['data_copying']:.2f} (floor "
+              f"{m['data_copying_floor']:.2f}), {m['eval_time_s']:.1f}s of metrics, "
+              f"{summary['stage_wall_time_s']:.1f}s in all")
+        for name, why in res.skipped.items():
+            print(f"evaluate: skipped {name}: {why}")
 
 
 if __name__ == "__main__":

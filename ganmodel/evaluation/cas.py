@@ -19,14 +19,15 @@ FEATURE_DIM, LR, BATCH_SIZE = 128, 1e-3, 128
 
 def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor, test: Split, n_classes: int,
                                   epochs: int, seed: int) -> float:
-    """Accuracy on `test` of a fresh classifier trained for `epochs` on `images` [N, 1, 28, 28]
-    (uint8, or float in [-1, 1]) with `labels` [N]; seeded, so a figure repeats exactly."""
+    """Accuracy on `test` of a fresh classifier, built for the images' shape, trained for `epochs`
+    on `images` [N, C, H, W] (uint8, or float in [-1, 1]) with `labels` [N]; seeded, so a figure
+    repeats exactly."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"labels: {labels.shape[0]} for {images.shape[0]} images")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        model = EvalClassifier(FEATURE_DIM, n_classes)
+        model = EvalClassifier(FEATURE_DIM, n_classes, tuple(images.shape[1:]))
         opt = torch.optim.Adam(model.parameters(), lr=LR)
         sched = one_cycle(opt, LR, epochs, images.shape[0], BATCH_SIZE)
         for _ in range(epochs):

@@ -1,4 +1,4 @@
-"""Features and logits of the evaluation classifier, and seeded samples from a generator.
+"""Features and logits of the evaluation feature network, and seeded samples from a generator.
 
 Every metric in this package works on these float64 tensors, so images are run through the
 classifier exactly once per evaluation (Heusel et al. 2017 compute FID on such activations).
@@ -11,7 +11,6 @@ from torch import nn
 
 from ganmodel.data.prepared import to_unit_range
 from ganmodel.errors import GanModelError
-from ganmodel.networks.classifier import EvalClassifier
 
 # Generator outputs pass through tanh; a little slack covers float rounding, while images in
 # [0, 1] or [0, 255] passed by mistake still fail instead of giving a plausible wrong FID.
@@ -36,9 +35,10 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def extract(model: EvalClassifier, images: torch.Tensor, batch_size: int,
+def extract(model: nn.Module, images: torch.Tensor, batch_size: int,
             device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features [N, D] and logits [N, C] of `images`, both float64 on the CPU.
+    """Features [N, D] and class logits [N, C] of `images`, both float64 on the CPU, from a feature
+    network (`ganmodel.networks.featurenet`); C is 0 for one without a class head.
 
     `images` are uint8 [N, C, H, W] in [0, 255] or float in [-1, 1]; they are moved to
     `device` (default: the model's device) one batch at a time, so a large set stays on the CPU.
@@ -59,9 +59,9 @@ def extract(model: EvalClassifier, images: torch.Tensor, batch_size: int,
         for lo in range(0, n, batch_size):
             x = images[lo : lo + batch_size].to(device)
             x = to_unit_range(x) if x.dtype == torch.uint8 else x.float()
-            f = model.features(x)
+            f, lg = model.features_and_logits(x)
             feats[lo : lo + batch_size] = f.double().cpu()
-            logits[lo : lo + batch_size] = model.logits_from_features(f).double().cpu()
+            logits[lo : lo + batch_size] = lg.double().cpu()
     finally:
         model.train(was_training)
     return feats, logits

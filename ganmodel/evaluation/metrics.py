@@ -21,7 +21,6 @@ from ganmodel.evaluation import coverage, distances
 from ganmodel.evaluation import prdc as prdc_mod
 from ganmodel.evaluation.features import extract, is_conditional, sample_images
 from ganmodel.evaluation.realstats import RealStats
-from ganmodel.networks.classifier import EvalClassifier
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,26 @@ def cond_accuracy(c: Comparison) -> dict[str, float]:
         mask = c.fake_labels == k
         if mask.any():
             out[f"cond_accuracy_{k}"] = float(hit[mask].mean())
+    return out
+
+
+# Metrics that read class logits or labels: skipped, with the reason recorded, where the feature
+# network has no class head (unlabelled data), never reported as zeros.
+CLASS_METRICS = ("inception_score", "class_coverage", "cond_accuracy", "cas")
+# Metrics of the classes a conditional generator was asked for.
+CONDITIONAL_METRICS = ("cond_accuracy", "cas")
+NO_CLASSES = "unlabelled data: the feature network has no class head"
+UNCONDITIONAL = "unconditional generator: no classes asked for"
+
+
+def skipped_metrics(metrics: Iterable[str], has_classes: bool, conditional: bool) -> dict[str, str]:
+    """The metrics of `metrics` that do not apply, each with the reason."""
+    out = {}
+    for m in metrics:
+        if m in CLASS_METRICS and not has_classes:
+            out[m] = NO_CLASSES
+        elif m in CONDITIONAL_METRICS and not conditional:
+            out[m] = UNCONDITIONAL
     return out
 
 
@@ -199,7 +218,7 @@ class Generated:
     logits: torch.Tensor
 
 
-def generate(generator: nn.Module, classifier: EvalClassifier, sets: RealSets, p: EvalSpec,
+def generate(generator: nn.Module, classifier: nn.Module, sets: RealSets, p: EvalSpec,
              device: str | torch.device | None = None) -> Generated:
     """`p.n_samples` images from z seeded by `p.seed`; a conditional generator is asked for the
     labels of set B, as B's images are its stand-in in the floor."""
@@ -221,7 +240,7 @@ def real_floor(sets: RealSets, p: EvalSpec) -> dict[str, float]:
     return compare(p.comparison(sets.a.feats, sets.a.labels, b.feats, b.logits, b.labels), p.metrics)
 
 
-def evaluate_generator(generator: nn.Module, classifier: EvalClassifier, real_a: RealStats,
+def evaluate_generator(generator: nn.Module, classifier: nn.Module, real_a: RealStats,
                        real_b: RealStats, p: EvalSpec,
                        device: str | torch.device | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """(the generator's figures, the real floor) under `p`: every metric of `p` for `p.n_samples`

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ganmodel.data.prepared import to_unit_range
+from ganmodel.evaluation.ladder import gaussian_blur  # noqa: F401 - the blurred oracles' transform
 from ganmodel.networks import check_labels
 
 Transform = Callable[[torch.Tensor], torch.Tensor]  # float images [B, C, H, W] in [-1, 1] -> same
@@ -64,22 +65,3 @@ class RealImages(nn.Module):
         idx = torch.tensor([self._next(c) for c in keys], dtype=torch.long)
         x = to_unit_range(self.images[idx]).to(z.device)
         return self.transform(x) if self.transform is not None else x
-
-
-def gaussian_blur(sigma: float) -> Transform:
-    """A Gaussian blur of standard deviation `sigma` pixels (kernel 2 * ceil(3 sigma) + 1, reflect
-    padding), per channel: a known, graded degradation of real images."""
-    import torch.nn.functional as F
-
-    radius = max(1, int(-(-3 * sigma // 1)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k1 = torch.exp(-(t**2) / (2 * sigma**2))
-    k1 = k1 / k1.sum()
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-        x = F.conv2d(x, k1.view(1, 1, 1, -1).repeat(c, 1, 1, 1).to(x), groups=c)
-        return F.conv2d(x, k1.view(1, 1, -1, 1).repeat(c, 1, 1, 1).to(x), groups=c)
-
-    return blur

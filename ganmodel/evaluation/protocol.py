@@ -7,13 +7,15 @@ compared with A at the same N, and a conditional generator is asked for B's labe
 and the floor's differ only by the images. `fid_ratio = fid / fid_floor` sets the figure against
 what real data scores. The floor is mostly finite-N bias, so the ratio grows with N: compare it at
 one N and on one dataset. Memorisation (`data_copying`) sets the generator's distances to the
-whole train split against held-out images' distances (docs/evaluation.md).
+whole train split against held-out images' distances (docs/evaluation.md). The calibration
+ladder (`ladder`: B blurred by 1, 2, 4 px) says where the generator's FID stands on a scale made of
+the data itself. Metrics that need classes are skipped, with the reason, where there are none.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -23,11 +25,19 @@ from ganmodel.config import EvaluateParams
 from ganmodel.data.prepared import Split, to_unit_range
 from ganmodel.evaluation.cas import classification_accuracy_score
 from ganmodel.evaluation.features import extract, is_conditional, sample_images
+from ganmodel.evaluation.ladder import ladder_against, ladder_position
 from ganmodel.evaluation.memorisation import data_copying, train_cells
-from ganmodel.evaluation.metrics import EvalSpec, RealSets, compare_generated, generate, real_floor, real_sets
+from ganmodel.evaluation.metrics import (
+    EvalSpec,
+    RealSets,
+    compare_generated,
+    generate,
+    real_floor,
+    real_sets,
+    skipped_metrics,
+)
 from ganmodel.evaluation.prdc import nearest_neighbours
-from ganmodel.evaluation.realstats import RealStats, compute_stats
-from ganmodel.networks.classifier import EvalClassifier
+from ganmodel.evaluation.realstats import REAL_BATCH, RealStats, compute_stats
 
 FLOOR_SUFFIX = "_floor"
 # The figures reported next to their real floor (spreads and counts have no floor of interest).
@@ -41,11 +51,14 @@ HISTOGRAM_PREFIXES = ("class_count_", "class_frac_", "class_real_frac_", "cond_a
 @dataclass
 class EvaluationResult:
     metrics: dict[str, float]
-    grid: torch.Tensor  # [grid_size, 1, 28, 28] generated from fixed noise
-    nn_sheet: torch.Tensor  # [rows * (1 + k), 1, 28, 28]: generated, then its k nearest train images
+    grid: torch.Tensor  # [grid_size, C, H, W] generated from fixed noise
+    nn_sheet: torch.Tensor  # [rows * (1 + k), C, H, W]: generated, then its k nearest train images
     nn_cols: int
-    histogram: list[dict[str, str | float]]  # per class: name, generated share, real reference share
+    # Per class: name, generated share, real reference share; empty without classes.
+    histogram: list[dict[str, str | float]]
     grid_cols: int | None = None  # a conditional grid: one row per class
+    ladder_position: str = ""  # where the FID stands on the calibration ladder
+    skipped: dict[str, str] = field(default_factory=dict)  # metric -> why it does not apply
 
     @property
     def headline(self) -> dict[str, float]:
@@ -63,6 +76,8 @@ def class_histogram_rows(metrics: dict[str, float], class_names: list[str]) -> l
     and its share of the real reference set (the target `classes_covered` and `class_kl` use);
     for a conditional generator also the accuracy on the images asked for that class."""
     rows: list[dict[str, str | float]] = []
+    if "class_frac_0" not in metrics:  # no class figures (unlabelled data)
+        return rows
     for c, name in enumerate(class_names):
         row: dict[str, str | float] = {"class": name, "generated": metrics[f"class_frac_{c}"],
                                        "real": metrics[f"class_real_frac_{c}"]}
@@ -106,18 +121,22 @@ def _copying(stats_a: RealStats, sets: RealSets, gen_feats: torch.Tensor, seed: 
     return gen, floor
 
 
-def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, held: Split,
+def evaluate(generator: nn.Module, classifier: nn.Module, train: Split, held: Split,
              cfg: EvaluateParams, class_names: list[str], nn_k: int = 5) -> EvaluationResult:
     """All metrics for `generator` under the `evaluate` protocol, with the floor and ratios.
 
     The generator and the floor are treated alike (`RealSets`): both are compared with reference A
     (train), the floor's sample is B (held-out), and a conditional generator is asked for B's
     labels. CAS trains on the generated images and, for the floor, on A's real images; both are
-    tested on the whole held-out split. Memorisation compares both with the whole train split."""
-    if len(class_names) != classifier.n_classes:
+    tested on the whole held-out split. Memorisation compares both with the whole train split.
+    `classifier` is any feature network (`ganmodel.networks.featurenet`); without a class head
+    (unlabelled data) the metrics that need classes are skipped (`EvaluationResult.skipped`)."""
+    if classifier.n_classes and len(class_names) != classifier.n_classes:
         raise ValueError(f"class_names: {len(class_names)} names, the classifier has {classifier.n_classes}")
     t0 = time.perf_counter()
     spec = eval_spec(cfg)
+    skipped = skipped_metrics(spec.metrics, classifier.n_classes > 0, is_conditional(generator))
+    spec = replace(spec, metrics=tuple(m for m in spec.metrics if m not in skipped))
     stats_a = compute_stats(classifier, train.images, train.labels)
     stats_b = compute_stats(classifier, held.images, held.labels)
     sets = real_sets(stats_a, stats_b, spec)
@@ -140,15 +159,19 @@ def evaluate(generator: nn.Module, classifier: EvalClassifier, train: Split, hel
             metrics[k + FLOOR_SUFFIX] = floor[k]
     # No KID ratio: the unbiased KID estimate of two real sets can be <= 0.
     metrics["fid_ratio"] = gen["fid"] / max(floor["fid"], 1e-12)
+    # The ladder's rungs are B blurred; its floor is B itself, the very fid_floor above.
+    ladder = ladder_against(classifier, sets.a.feats, held.images[sets.b.index], REAL_BATCH, sets.b.feats)
+    metrics.update(ladder)
     metrics["eval_seed"] = cfg.seed
 
     grid, grid_cols = sample_grid(generator, cfg.grid_size, cfg.seed, cfg.batch_size)
     sheet = neighbour_sheet(generator, classifier, train, stats_a, sets.b.labels[:cfg.nn_rows], cfg, nn_k)
     metrics["eval_time_s"] = time.perf_counter() - t0
-    return EvaluationResult(metrics, grid, sheet, nn_k + 1, class_histogram_rows(gen, class_names), grid_cols)
+    return EvaluationResult(metrics, grid, sheet, nn_k + 1, class_histogram_rows(gen, class_names), grid_cols,
+                            ladder_position(gen["fid"], ladder), skipped)
 
 
-def neighbour_sheet(generator: nn.Module, classifier: EvalClassifier, train: Split, stats_a: RealStats,
+def neighbour_sheet(generator: nn.Module, classifier: nn.Module, train: Split, stats_a: RealStats,
                     labels: torch.Tensor, cfg: EvaluateParams, nn_k: int) -> torch.Tensor:
     """`cfg.nn_rows` generated images (asked for `labels` when conditional), each followed by its
     `nn_k` nearest train images in feature space: memorisation at a glance."""

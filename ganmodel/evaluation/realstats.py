@@ -33,7 +33,7 @@ class RealStats:
 
 def compute_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                   device: str | torch.device | None = None) -> RealStats:
-    """Featurise real `images` (uint8 [N, 1, 28, 28]) with their `labels` [N]."""
+    """Featurise real `images` (uint8 [N, C, H, W]) with their `labels` [N]."""
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels: expected shape [{images.shape[0]}], got {list(labels.shape)}")
     feats, logits = extract(model, images, REAL_BATCH, device)

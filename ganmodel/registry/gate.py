@@ -4,8 +4,8 @@ One registered model (`register.model_name`); one version per distinct set of ge
 (keyed on the tag `weights_hash`, `ganmodel.artifacts.weights_hash` of the weights). Two aliases:
 
 - `champion`: the version to ship. It moves to a new version only if that version passes every
-  threshold of `RegisterParams` (fid_ratio <= max_fid_ratio, classes_covered >=
-  min_classes_covered, data_copying >= min_data_copying: it does not copy its training images)
+  threshold of `RegisterParams` (fid_ratio <= max_fid_ratio, classes_covered >= the class rule's
+  count, data_copying >= min_data_copying: it does not copy its training images)
   **and** has a strictly lower FID than the current champion *under the same evaluation protocol*
   (same data_hash, classifier_hash, n_samples, eval_seed, eval_code_hash and conditional flag:
   FID is biased at finite N and depends on the feature network and on the code that samples and
@@ -31,6 +31,12 @@ again under another protocol must not change what the champion is held to. Versi
 lineage and the gate's decision: `weights_hash`, `protocol.*`,
 `data.hash`, `classifier.hash`, `git.commit`, `run_id.<stage>` for prepare/classifier/train/
 evaluate/register, and `gate.decision` / `gate.reason` / `gate.thresholds`.
+
+The class rule (`required_classes`) applies only where there are classes: every class the data
+has, up to `min_classes_covered`, i.e. min(min_classes_covered, n_classes) with the evaluation's
+`n_classes` (a folder of 4 classes needs all 4; MNIST's 10 need the default 10). For unlabelled
+data (evaluate skipped `class_coverage`) there is nothing to cover: the rule is skipped and the
+decision's reason and `gate.thresholds` say so.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ SUPERSEDED_TAG = "gate.superseded_by"
 
 # Fields that define the evaluation protocol; metrics only compare when all of them match.
 PROTOCOL_FIELDS = ("data_hash", "classifier_hash", "n_samples", "eval_seed", "eval_code_hash", "conditional")
-REQUIRED_METRICS = ("fid", "fid_ratio", "classes_covered", "data_copying", "generator_hash", *PROTOCOL_FIELDS)
+REQUIRED_METRICS = ("fid", "fid_ratio", "data_copying", "generator_hash", *PROTOCOL_FIELDS)
+CLASS_RULE_SKIPPED = "class rule skipped: unlabelled data, no classes to cover"
 STAGES = ("prepare", "classifier", "train", "evaluate", "register")
 
 
@@ -146,16 +153,38 @@ def check_metrics(metrics: dict[str, Any], source: str = "evaluation metrics") -
     if not isinstance(metrics, dict):
         raise GanModelError(f"{source}: expected a JSON object of metrics")
     missing = [k for k in REQUIRED_METRICS if k not in metrics]
+    if "classes_covered" not in metrics and not _unlabelled(metrics):
+        missing.append("classes_covered")
     if missing:
         raise GanModelError(f"{source}: missing {', '.join(missing)} (needed by the register gate)")
     if not isinstance(metrics["generator_hash"], str) or len(metrics["generator_hash"]) != 64:
         raise GanModelError(f"{source}: generator_hash must be a sha256 hex digest, got "
                             f"{metrics['generator_hash']!r}")
     for k in ("fid", "fid_ratio", "classes_covered", "data_copying"):
+        if k not in metrics:  # classes_covered of unlabelled data
+            continue
         v = metrics[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise GanModelError(f"{source}: {k} must be a finite number, got {v!r}")
     Protocol.from_metrics(metrics)
+
+
+def _unlabelled(metrics: dict[str, Any]) -> bool:
+    """Whether the evaluation had no classes: it skipped the class coverage (`skipped`)."""
+    skipped = metrics.get("skipped")
+    return isinstance(skipped, dict) and "class_coverage" in skipped
+
+
+def required_classes(metrics: dict[str, Any], cfg: RegisterParams) -> int | None:
+    """The class rule: classes a generator must cover, min(min_classes_covered, n_classes) (every
+    class the data has, up to the threshold); None for unlabelled data (the rule is skipped).
+    Metrics without `n_classes` (evaluations before it was recorded) need min_classes_covered."""
+    if _unlabelled(metrics):
+        return None
+    n = metrics.get("n_classes")
+    if isinstance(n, int | float) and not isinstance(n, bool) and n > 0:
+        return min(cfg.min_classes_covered, int(n))
+    return cfg.min_classes_covered
 
 
 def gate_failures(metrics: dict[str, Any], cfg: RegisterParams) -> list[str]:
@@ -163,24 +192,38 @@ def gate_failures(metrics: dict[str, Any], cfg: RegisterParams) -> list[str]:
     out = []
     if metrics["fid_ratio"] > cfg.max_fid_ratio:
         out.append(f"fid_ratio {metrics['fid_ratio']:.3g} > max_fid_ratio {cfg.max_fid_ratio:g}")
-    if metrics["classes_covered"] < cfg.min_classes_covered:
-        out.append(f"classes_covered {metrics['classes_covered']:g} < min_classes_covered "
-                   f"{cfg.min_classes_covered}")
+    need = required_classes(metrics, cfg)
+    if need is not None and metrics["classes_covered"] < need:
+        threshold = f"min_classes_covered {cfg.min_classes_covered}"
+        rule = (threshold if need == cfg.min_classes_covered
+                else f"{need} required (every class the data has; {threshold})")
+        out.append(f"classes_covered {metrics['classes_covered']:g} < {rule}")
     if metrics["data_copying"] < cfg.min_data_copying:
         out.append(f"data_copying {metrics['data_copying']:.3g} < min_data_copying {cfg.min_data_copying:g} "
                    "(its samples are closer to training images than unseen real images are: it copies)")
     return out
 
 
-def thresholds(cfg: RegisterParams) -> str:
-    return (f"fid_ratio <= {cfg.max_fid_ratio:g}, classes_covered >= {cfg.min_classes_covered}, "
-            f"data_copying >= {cfg.min_data_copying:g}")
+def thresholds(cfg: RegisterParams, metrics: dict[str, Any] | None = None) -> str:
+    """The gate's thresholds, with the class rule as it applies to `metrics` (when given)."""
+    need = required_classes(metrics, cfg) if metrics is not None else cfg.min_classes_covered
+    classes = CLASS_RULE_SKIPPED if need is None else f"classes_covered >= {need}"
+    return f"fid_ratio <= {cfg.max_fid_ratio:g}, {classes}, data_copying >= {cfg.min_data_copying:g}"
 
 
 def decide(metrics: dict[str, Any], cfg: RegisterParams, champion: Champion | None,
            version: str | None = None) -> Decision:
     """The gate, as a pure function of the new metrics, the thresholds and the current champion.
-    `version`: the new version's number when it already exists (re-registration)."""
+    `version`: the new version's number when it already exists (re-registration). For unlabelled
+    data the reason ends by saying that the class rule was skipped."""
+    d = _decide(metrics, cfg, champion, version)
+    if required_classes(metrics, cfg) is None and CLASS_RULE_SKIPPED not in d.reason:
+        return Decision(d.decision, f"{d.reason}; {CLASS_RULE_SKIPPED}")
+    return d
+
+
+def _decide(metrics: dict[str, Any], cfg: RegisterParams, champion: Champion | None,
+            version: str | None) -> Decision:
     failures = gate_failures(metrics, cfg)
     if champion is not None and version is not None and str(champion.version) == str(version):
         if failures:
@@ -192,7 +235,7 @@ def decide(metrics: dict[str, Any], cfg: RegisterParams, champion: Champion | No
         kept = f"{champ} unchanged" if champion is not None else "no champion set"
         return Decision(CHALLENGER, f"gate failed: {'; '.join(failures)}; {kept}")
     if champion is None:
-        return Decision(CHAMPION, f"no champion yet and the gate passes ({thresholds(cfg)})")
+        return Decision(CHAMPION, f"no champion yet and the gate passes ({thresholds(cfg, metrics)})")
     theirs = champion.protocol
     if theirs is None:
         return Decision(CHALLENGER, f"not compared: {champ} has no recorded evaluation protocol; "
@@ -217,7 +260,7 @@ def version_tags(metrics: dict[str, Any], cfg: RegisterParams, *, weights_hash: 
     """Lineage tags of a version (see the module docstring); the gate's decision is added apart."""
     tags = {WEIGHTS_HASH_TAG: weights_hash, GIT_TAG: git_commit,
             DATA_HASH_TAG: str(metrics["data_hash"]), CLASSIFIER_HASH_TAG: str(metrics["classifier_hash"]),
-            THRESHOLDS_TAG: thresholds(cfg), **Protocol.from_metrics(metrics).tags()}
+            THRESHOLDS_TAG: thresholds(cfg, metrics), **Protocol.from_metrics(metrics).tags()}
     for stage, run_id in run_ids.items():
         tags[RUN_TAG.format(stage)] = str(run_id)
     return tags

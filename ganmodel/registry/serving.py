@@ -38,12 +38,13 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from ganmodel.errors import GanModelError, brief
 
+# What generator files written before `image_shape` was recorded make (MNIST's shape).
+from ganmodel.shapes import MNIST_SHAPE as LEGACY_IMAGE_SHAPE
+
 ARTIFACT_KEY = "generator"
 WEIGHTS_FILE = "generator.pt"
 # Where the weights file sits inside a logged model directory.
 WEIGHTS_IN_MODEL = f"artifacts/{WEIGHTS_FILE}"
-# What generator files written before `image_shape` was recorded make (MNIST's shape).
-LEGACY_IMAGE_SHAPE = (1, 28, 28)
 MAX_ROWS = 10_000
 
 
