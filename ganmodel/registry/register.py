@@ -24,6 +24,7 @@ from ganmodel.registry.gate import (
     Protocol,
     check_metrics,
     decide,
+    required_classes,
     version_tags,
 )
 from ganmodel.tracking import models
@@ -68,10 +69,9 @@ def current_champion(name: str) -> Champion | None:
 def gate_text(metrics: dict[str, Any], cfg: RegisterParams) -> dict[str, str]:
     """The gate's threshold on each figure it checks, as the model card shows it."""
     out = {"fid_ratio": f"≤ {cfg.max_fid_ratio:g}", "data_copying": f"≥ {cfg.min_data_copying:g}"}
-    if "classes_covered" in metrics:
-        n = metrics.get("n_classes")  # every class the data has, up to min_classes_covered
-        need = min(cfg.min_classes_covered, int(n)) if isinstance(n, int | float) and n > 0 else None
-        out["classes_covered"] = f"≥ {need if need is not None else cfg.min_classes_covered}"
+    need = required_classes(metrics, cfg)
+    if "classes_covered" in metrics and need is not None:
+        out["classes_covered"] = f"≥ {need}"
     return out
 
 
