@@ -72,7 +72,7 @@ def main() -> None:
     train, val, test = splits["train"], splits["val"], splits["test"]
     n_classes = int(train.labels.max()) + 1
     cfg = TrainParams(preset="conv_sn", epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                      eval_every=1, seed=args.seed, num_workers=1, precision="fp32")
+                      eval_every=1, seed=args.seed, num_workers=1)
 
     def train_gan() -> dict:
         snaps: dict[str, dict] = {}
