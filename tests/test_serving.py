@@ -131,7 +131,7 @@ def test_loading_the_served_model_imports_no_training_stack(registered, mlflow_s
     assert proc.returncode == 0, proc.stderr[-3000:]
     imported = set(json.loads(proc.stdout.strip().splitlines()[-1]))
     allowed = {"ganmodel", "ganmodel.errors", "ganmodel.io", "ganmodel.artifacts", "ganmodel.registry",
-               "ganmodel.registry.serving", "ganmodel.networks"}
+               "ganmodel.registry.serving", "ganmodel.networks", "ganmodel.shapes"}
     extra = {m for m in imported if m not in allowed and not m.startswith("ganmodel.networks.")}
     assert "ganmodel.registry.serving" in imported and not extra, sorted(extra)
 
