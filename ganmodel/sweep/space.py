@@ -45,7 +45,7 @@ def _json(value: Any) -> Any:
 def overrides_for(sampled: dict[str, Any], base: TrainParams) -> dict[str, Any]:
     """The `train` keys that set `sampled` on top of params.yaml's `train` section.
 
-    A recipe key next to a named preset is an error in params.yaml (config.py's preset rule), so a
+    A recipe key next to a named preset is an error in params.yaml (ganmodel.config's preset rule), so a
     combination that changes a recipe key trains `preset: custom` with the base preset's resolved
     recipe keys (those that differ from the field defaults) and the sampled values on top."""
     if base.preset == "custom" or not any(k in RECIPE_KEYS for k in sampled):

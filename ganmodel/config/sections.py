@@ -1,71 +1,17 @@
-"""Typed params: one model per `params.yaml` section, loaded and validated here and nowhere else.
-
-Every stage calls `load_params`, so an unknown key, a wrong type, an out-of-range value or an
-impossible combination stops the stage before any work, with a one-line error naming the key.
-"""
+"""One typed model per `params.yaml` section (the whole file's model, `Params`, is in `__init__`)."""
 
 from __future__ import annotations
 
-import os
-import warnings
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from ganmodel.choices import ARCHITECTURES, AUGMENTATIONS, LOSSES, METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
-from ganmodel.errors import GanModelError
+from ganmodel.config.base import _one_of, _Section, _some_of
+from ganmodel.config.presets import PRESETS, RECIPE_KEYS, _same
 from ganmodel.search_space import check_space
-from ganmodel.shapes import recipe_shape_error
 
 DATASETS = ("mnist5k", "mnist", "fashion_mnist")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False,
-                              protected_namespaces=())
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_booleans_as_numbers(cls, data: Any) -> Any:
-        # Lax mode reads `true` as 1 for int/float fields (`epochs: yes` would mean one epoch).
-        if isinstance(data, dict):
-            for key, value in data.items():
-                field = cls.model_fields.get(key) if isinstance(key, str) else None
-                if isinstance(value, bool) and field is not None and field.annotation is not bool:
-                    expected = _type_name(field.annotation)
-                    raise ValueError(f"{key}: expected {expected}, got a boolean ({value})")
-        return data
-
-
-def _one_of(value: str, known: Any, what: str) -> str:
-    """`value` if it names one of `known` (a choices tuple), else the error the key's message carries."""
-    if value not in known:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {sorted(known)}")
-    return value
-
-
-def _some_of(values: tuple[str, ...], known: Any, what: str) -> tuple[str, ...]:
-    """`values` if each names one of `known`, once."""
-    for v in values:
-        if v not in known:
-            raise ValueError(f"unknown {what} {v!r}; expected some of {sorted(known)}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"lists a {what} twice")
-    return values
-
-
-def _type_name(annotation: Any) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 class DataParams(_Section):
@@ -162,43 +108,6 @@ class ClassifierParams(_Section):
     min_blur_ratio: float = Field(2.0, ge=1.0)
     selfsup_epochs: int = Field(10, ge=1)  # of the rotation network, when one is trained
 
-
-# A preset is a named training recipe: it sets the RECIPE_KEYS of `train`. A recipe key given
-# explicitly next to a preset must agree with it, or params are rejected naming both keys: a value
-# that `dvc exp show` lists is always the value that trained. `custom` sets nothing, so every recipe
-# key comes from params (or its default, the seed's value).
-RECIPE_KEYS = ("arch", "conditional", "loss", "lr_g", "lr_d", "betas", "batch_size", "z_dim", "d_steps",
-               "r1_gamma", "augment", "ema_decay", "ema_rampup", "spectral_norm", "precision")
-# The classic MLP GAN of the seed article, exactly: the baseline every improvement is measured against.
-SEED_PRESET: dict[str, Any] = {
-    "arch": "mlp", "conditional": False, "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.9, 0.999),
-    "batch_size": 128, "z_dim": 100, "d_steps": 1, "r1_gamma": 0.0, "augment": (), "ema_decay": 0.0,
-    "ema_rampup": False, "spectral_norm": False, "precision": "fp32",
-}
-PRESETS: dict[str, dict[str, Any]] = {
-    "custom": {},
-    "seed": SEED_PRESET,
-    # The seed's widths and loss with the usual MLP-GAN stabilisers: LeakyReLU, BatchNorm in G,
-    # Dropout in D (arch mlp_leaky), DCGAN's beta1 0.5 and an EMA generator.
-    "mlp_leaky": {**SEED_PRESET, "arch": "mlp_leaky", "betas": (0.5, 0.999), "ema_decay": 0.995},
-    # The best recipe at the `make run` budget on this project's CPUs (benchmarks/quality.py): the
-    # `conv` family (no BatchNorm in D), hinge loss with spectral norm (Miyato et al. 2018), Adam
-    # (0, 0.9) at 2e-3 for both nets, batch 64, an EMA generator with ramp-up, and bf16 autocast where
-    # the device has native bf16 (precision auto: 1.16x on an AVX512-BF16 CPU's conv nets with no
-    # quality loss measured, benchmarks/README.md; emulated bf16 is 10-20x slower, so fp32 elsewhere).
-    "conv_sn": {**SEED_PRESET, "arch": "conv", "loss": "hinge", "spectral_norm": True, "lr_g": 2e-3,
-                "lr_d": 2e-3, "betas": (0.0, 0.9), "batch_size": 64, "z_dim": 64, "ema_decay": 0.999,
-                "ema_rampup": True, "precision": "auto"},
-}
-# The same recipe, conditional: G asked for a class, a projection D (Miyato & Koyama 2018).
-PRESETS["conv_sn_cond"] = {**PRESETS["conv_sn"], "conditional": True, "lr_g": 1e-3, "lr_d": 1e-3}
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as params: sequences compare element-wise whatever their type (YAML lists, tuples)."""
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 class TrainParams(_Section):
@@ -384,101 +293,3 @@ class SweepParams(_Section):
             raise ValueError(f"grace_period: {self.grace_period} exceeds sweep.epochs={self.epochs}; "
                              "ASHA could never stop a trial")
         return self
-
-
-with warnings.catch_warnings():
-    # `register` is a section name users know; pydantic warns that it shadows ABC.register.
-    warnings.simplefilter("ignore")
-
-    class Params(_Section):
-        """The whole `params.yaml`."""
-
-        data: DataParams = DataParams()
-        classifier: ClassifierParams = ClassifierParams()
-        train: TrainParams = TrainParams()
-        evaluate: EvaluateParams = EvaluateParams()
-        register: RegisterParams = RegisterParams()
-        tracking: TrackingParams = TrackingParams()
-        sweep: SweepParams = SweepParams()
-
-        @model_validator(mode="after")
-        def _check(self) -> Params:
-            d = self.data
-            shape = (d.image_channels, d.image_resolution, d.image_resolution)
-            if (error := recipe_shape_error(self.train.preset, self.train.arch, PRESETS, shape)) is not None:
-                raise ValueError(error)
-            return self
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model validated at `loc`: `Params` at the top, a section model one level down."""
-    if not loc:
-        return Params
-    if len(loc) == 1 and loc[0] in Params.model_fields:
-        return Params.model_fields[loc[0]].annotation  # type: ignore[return-value]
-    return None
-
-
-def _format_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        section = first["loc"][0] if len(first["loc"]) > 1 else None
-        model = Params.model_fields[section].annotation if section in Params.model_fields else Params
-        allowed = ", ".join(model.model_fields)  # type: ignore[union-attr]
-        return f"{source}: {loc}: unknown key (expected one of: {allowed})"
-    msg = first["msg"].removeprefix("Value error, ")
-    if kind == "value_error":
-        # Section-level checks (combinations) start their message with the offending key:
-        # report it as `section.key`, like every other error.
-        model = _model_at(first["loc"])
-        key, sep, rest = msg.partition(": ")
-        # A key may be dotted below a field (`space.lr_g: ...` from the sweep section).
-        if model is not None and sep and key.partition(".")[0] in model.model_fields:
-            return f"{source}: {'.'.join([*map(str, first['loc']), key])}: {rest}"
-    if "input" in first and kind not in ("missing",) and not isinstance(first["input"], dict):
-        return f"{source}: {loc}: {msg} (got {first['input']!r})"
-    return f"{source}: {loc}: {msg}"
-
-
-def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
-    """Validate a params mapping; raise `GanModelError` with a one-line message naming the key."""
-    if not isinstance(raw, dict):
-        raise GanModelError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as err:
-        raise GanModelError(_format_error(err, source)) from None
-
-
-def read_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
-    """The params file as written (unvalidated): what command-line overrides are applied to."""
-    p = Path(path)
-    if not p.is_file():
-        raise GanModelError(f"{p}: params file not found")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise GanModelError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return raw
-
-
-def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Read and validate `params.yaml`."""
-    return parse_params(read_params(path), str(path))
-
-
-def min_classifier_accuracy(params: Params, n_classes: int | None = None) -> float:
-    """The accuracy floor the classifier stage enforces (issue: 97% MNIST, 90% Fashion-MNIST).
-
-    A folder of `n_classes` classes: twice chance, capped halfway between chance and perfect,
-    i.e. min(2 / n, (1 + 1 / n) / 2): 0.75 for 2 classes, 0.2 for 10, 0.09 for 22. Folder labels
-    are often weak (a folder per tag of a diverse clip-art set scores ~0.45 over 22 classes): the
-    floor only asks that the classifier learned the labels at all."""
-    if params.classifier.min_accuracy is not None:
-        return params.classifier.min_accuracy
-    if params.data.dataset == "folder":
-        n = max(int(n_classes or 2), 2)
-        return round(min(2 / n, (1 + 1 / n) / 2), 4)
-    return 0.90 if params.data.dataset == "fashion_mnist" else 0.97

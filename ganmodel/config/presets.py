@@ -1,0 +1,43 @@
+"""Training presets: named recipes that set the recipe keys of the `train` section (the preset
+rule itself is `TrainParams._apply_preset`, in `sections`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# A preset is a named training recipe: it sets the RECIPE_KEYS of `train`. A recipe key given
+# explicitly next to a preset must agree with it, or params are rejected naming both keys: a value
+# that `dvc exp show` lists is always the value that trained. `custom` sets nothing, so every recipe
+# key comes from params (or its default, the seed's value).
+RECIPE_KEYS = ("arch", "conditional", "loss", "lr_g", "lr_d", "betas", "batch_size", "z_dim", "d_steps",
+               "r1_gamma", "augment", "ema_decay", "ema_rampup", "spectral_norm", "precision")
+# The classic MLP GAN of the seed article, exactly: the baseline every improvement is measured against.
+SEED_PRESET: dict[str, Any] = {
+    "arch": "mlp", "conditional": False, "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.9, 0.999),
+    "batch_size": 128, "z_dim": 100, "d_steps": 1, "r1_gamma": 0.0, "augment": (), "ema_decay": 0.0,
+    "ema_rampup": False, "spectral_norm": False, "precision": "fp32",
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "custom": {},
+    "seed": SEED_PRESET,
+    # The seed's widths and loss with the usual MLP-GAN stabilisers: LeakyReLU, BatchNorm in G,
+    # Dropout in D (arch mlp_leaky), DCGAN's beta1 0.5 and an EMA generator.
+    "mlp_leaky": {**SEED_PRESET, "arch": "mlp_leaky", "betas": (0.5, 0.999), "ema_decay": 0.995},
+    # The best recipe at the `make run` budget on this project's CPUs (benchmarks/quality.py): the
+    # `conv` family (no BatchNorm in D), hinge loss with spectral norm (Miyato et al. 2018), Adam
+    # (0, 0.9) at 2e-3 for both nets, batch 64, an EMA generator with ramp-up, and bf16 autocast where
+    # the device has native bf16 (precision auto: 1.16x on an AVX512-BF16 CPU's conv nets with no
+    # quality loss measured, benchmarks/README.md; emulated bf16 is 10-20x slower, so fp32 elsewhere).
+    "conv_sn": {**SEED_PRESET, "arch": "conv", "loss": "hinge", "spectral_norm": True, "lr_g": 2e-3,
+                "lr_d": 2e-3, "betas": (0.0, 0.9), "batch_size": 64, "z_dim": 64, "ema_decay": 0.999,
+                "ema_rampup": True, "precision": "auto"},
+}
+# The same recipe, conditional: G asked for a class, a projection D (Miyato & Koyama 2018).
+PRESETS["conv_sn_cond"] = {**PRESETS["conv_sn"], "conditional": True, "lr_g": 1e-3, "lr_d": 1e-3}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as params: sequences compare element-wise whatever their type (YAML lists, tuples)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
