@@ -118,18 +118,25 @@ def main() -> None:
             run.log_artifact(out.path(args.neighbours), "samples")
             run.log_artifact(out.path(args.classes), "plots")
             run.log_artifact(out.path(args.classes_png), "plots")
-        m, nan = res.metrics, float("nan")
+        m = res.metrics
         print(f"evaluate (N={cfg.n_samples}, {summary['feature_network']} features): FID {m['fid']:.2f} "
               f"(floor {m['fid_floor']:.2f}, ratio {m['fid_ratio']:.2f}; {res.ladder_position} on the "
               f"ladder: blur1 {m['ladder_blur1_ratio']:.2f}, blur2 {m['ladder_blur2_ratio']:.2f}, blur4 "
-              f"{m['ladder_blur4_ratio']:.2f}), KID {m.get('kid_mean', nan):.4f}, "
-              f"IS {m.get('is_mean', nan):.2f}, "
-              f"precision {m.get('precision', nan):.3f}, recall {m.get('recall', nan):.3f}, classes "
-              f"{m.get('classes_covered', nan):.0f}, data copying {m['data_copying']:.2f} (floor "
+              f"{m['ladder_blur4_ratio']:.2f}), KID {_fig(m, 'kid_mean', '.4f')}, "
+              f"IS {_fig(m, 'is_mean', '.2f')}, "
+              f"precision {_fig(m, 'precision', '.3f')}, recall {_fig(m, 'recall', '.3f')}, classes "
+              f"{_fig(m, 'classes_covered', '.0f')}, data copying {m['data_copying']:.2f} (floor "
               f"{m['data_copying_floor']:.2f}), {m['eval_time_s']:.1f}s of metrics, "
               f"{summary['stage_wall_time_s']:.1f}s in all")
         for name, why in res.skipped.items():
             print(f"evaluate: skipped {name}: {why}")
+
+
+
+def _fig(m: dict[str, float], key: str, fmt: str) -> str:
+    """A figure for the summary line, or "skipped" where evaluate did not compute it (unlabelled
+    data has no IS or class figures: the reasons are printed below it, never a 0 or a nan)."""
+    return format(m[key], fmt) if key in m else "skipped"
 
 
 if __name__ == "__main__":
