@@ -70,19 +70,20 @@ def buildable(arch: str, image_shape: tuple[int, ...] | list[int]) -> str | None
 
 
 def recipe_shape_error(preset: str, arch: str, presets: dict[str, dict[str, Any]],
-                       image_shape: tuple[int, int, int]) -> str | None:
+                       image_shape: tuple[int, int, int], default: str = "") -> str | None:
     """Why train recipe `preset` (`custom`: `arch` chosen by hand) cannot build the data's images
     of `image_shape`, as a params error naming the keys to change; None when it can. `presets` is
-    `ganmodel.config.PRESETS`, from which the fix is chosen."""
+    `ganmodel.config.PRESETS`, from which the fix is chosen (the preset `default` named first)."""
     reason = buildable(arch, image_shape)
     if reason is None:
         return None
     c, r = image_shape[0], image_shape[1]
     by_preset = preset != "custom"
     who = f"train.preset: {preset} (arch {arch})" if by_preset else f"train.arch: {arch}"
-    # conv_sn_cond first (reverse order): the default recipe.
+    # The default recipe first, then the rest in their order in `presets`.
     fits = sorted((name for name, p in presets.items()
-                   if "arch" in p and buildable(p["arch"], image_shape) is None), reverse=True)
+                   if "arch" in p and buildable(p["arch"], image_shape) is None),
+                  key=lambda name: name != default)
     archs = [a for a in FAMILY_KIND if buildable(a, image_shape) is None]
     if by_preset and fits:
         fix = f"choose train.preset {'/'.join(fits)}"

@@ -135,7 +135,7 @@ def test_params_reject_a_recipe_that_cannot_build_the_data() -> None:
         parse_params(_colour(preset="seed"))
     assert str(exc.value) == ("params.yaml: train.preset: seed (arch mlp) builds 1x28x28 images only, "
                               "not 3x32x32; data.channels 3 and data.resolution 32 give 3x32x32: "
-                              "choose train.preset conv_sn_cond/conv_sn")
+                              "choose train.preset conv_sn_cond/conv_sn/conv_sn_da/conv_sn_cond_da")
     with pytest.raises(GanModelError, match=r"train\.arch: mlp_leaky builds 1x28x28 images only.*"
                                             r"choose train\.arch conv/dcgan"):
         parse_params(_colour(preset="custom", arch="mlp_leaky"))
@@ -206,6 +206,20 @@ def test_a_conditional_recipe_needs_labelled_data() -> None:
                               "has 1 class (unlabelled images): use train.preset conv_sn (the same recipe, "
                               "unconditional)")
     check_labels_fit(TrainParams(preset="conv_sn", num_workers=1), {"classes": ["photos"]}, "x")
+    with pytest.raises(GanModelError, match=r"use train\.preset conv_sn_da \(the same recipe, unconditional\)$"):
+        check_labels_fit(TrainParams(preset="conv_sn_cond_da", num_workers=1), {"classes": ["photos"]}, "x")
     custom = TrainParams(preset="custom", arch="conv", conditional=True, num_workers=1)
     with pytest.raises(GanModelError, match=r"^train\.conditional true .* set train\.conditional: false$"):
         check_labels_fit(custom, {"classes": ["photos"]}, "x")
+
+
+def test_every_conditional_preset_has_its_unconditional_twin() -> None:
+    """check_labels_fit names `<preset without _cond>` as the fix: it must exist and differ only in
+    `conditional` (and the rates the conditional recipe changed)."""
+    from ganmodel.config import PRESETS
+
+    for name, recipe in PRESETS.items():
+        if recipe.get("conditional"):
+            twin = PRESETS[name.replace("_cond", "")]
+            assert twin["conditional"] is False and twin["arch"] == recipe["arch"], name
+            assert twin["augment"] == recipe["augment"] and twin["loss"] == recipe["loss"], name

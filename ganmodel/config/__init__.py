@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError, model_validator
 
 from ganmodel.config.base import _Section
-from ganmodel.config.presets import PRESETS, RECIPE_KEYS, SEED_PRESET
+from ganmodel.config.presets import DEFAULT_PRESET, PRESETS, RECIPE_KEYS, SEED_PRESET
 from ganmodel.config.sections import (
     DATASETS,
     ClassifierParams,
@@ -34,9 +34,9 @@ from ganmodel.errors import GanModelError
 from ganmodel.shapes import recipe_shape_error
 
 __all__ = [
-    "DATASETS", "PRESETS", "RECIPE_KEYS", "SEED_PRESET", "ClassifierParams", "DataParams", "EvaluateParams",
-    "Params", "RegisterParams", "SweepParams", "TrackingParams", "TrainParams", "load_params",
-    "min_classifier_accuracy", "parse_params", "read_params",
+    "DATASETS", "DEFAULT_PRESET", "PRESETS", "RECIPE_KEYS", "SEED_PRESET", "ClassifierParams", "DataParams",
+    "EvaluateParams", "Params", "RegisterParams", "SweepParams", "TrackingParams", "TrainParams",
+    "load_params", "min_classifier_accuracy", "parse_params", "read_params",
 ]
 
 
@@ -59,7 +59,8 @@ with warnings.catch_warnings():
         def _check(self) -> Params:
             d = self.data
             shape = (d.image_channels, d.image_resolution, d.image_resolution)
-            if (error := recipe_shape_error(self.train.preset, self.train.arch, PRESETS, shape)) is not None:
+            if (error := recipe_shape_error(self.train.preset, self.train.arch, PRESETS, shape,
+                                             default=DEFAULT_PRESET)) is not None:
                 raise ValueError(error)
             return self
 

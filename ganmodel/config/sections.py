@@ -8,7 +8,7 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 
 from ganmodel.choices import ARCHITECTURES, AUGMENTATIONS, LOSSES, METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
 from ganmodel.config.base import _one_of, _Section, _some_of
-from ganmodel.config.presets import PRESETS, RECIPE_KEYS, _same
+from ganmodel.config.presets import DEFAULT_PRESET, PRESETS, RECIPE_KEYS, _same
 from ganmodel.search_space import check_space
 
 DATASETS = ("mnist5k", "mnist", "fashion_mnist")
@@ -113,7 +113,7 @@ class ClassifierParams(_Section):
 class TrainParams(_Section):
     """`train`: the GAN, its optimiser and how Ray Train scales it."""
 
-    preset: str = "conv_sn_cond"  # the recipe keys below are the seed's: what `custom` starts from
+    preset: str = DEFAULT_PRESET  # the recipe keys below are the seed's: what `custom` starts from
     arch: str = "mlp"
     conditional: bool = False  # G and D take the class label (n_classes from the prepared data)
     loss: str = "bce"

@@ -60,7 +60,8 @@ def check_labels_fit(cfg: TrainParams, meta: dict[str, Any], prepared: str) -> N
     if not cfg.conditional or (len(classes) >= 2 and meta.get("labelled", True)):
         return
     key = f"train.preset {cfg.preset}" if cfg.preset != "custom" else "train.conditional true"
-    fix = ("use train.preset conv_sn (the same recipe, unconditional)" if cfg.preset != "custom"
+    plain = cfg.preset.replace("_cond", "")  # conv_sn_cond -> conv_sn, conv_sn_cond_da -> conv_sn_da
+    fix = (f"use train.preset {plain} (the same recipe, unconditional)" if cfg.preset != "custom"
            else "set train.conditional: false")
     raise GanModelError(f"{key} asks for a conditional generator, but {prepared} has {len(classes)} "
                         f"class{'es' if len(classes) != 1 else ''} (unlabelled images): {fix}")
