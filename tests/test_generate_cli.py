@@ -205,6 +205,9 @@ def test_labels_on_an_unconditional_generator_are_refused(tmp_path):
     assert not (tmp_path / "x.npy").exists()
 
 
+# slow: its fixtures train a conditional GAN for 900 steps and a classifier (~97 s); the full suite
+# shares them with the learning tests, so only the quick lane saves the time.
+@pytest.mark.slow
 def test_a_conditional_generator_makes_the_asked_classes(conditional_generator_file, digit_classifier,
                                                           tmp_path, capsys):
     import torch
