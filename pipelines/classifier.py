@@ -64,8 +64,10 @@ def main() -> None:
         clf_hash = weights_hash(sel.model.state_dict())
         summary: dict = {"feature_network": sel.choice.kind, "choice_reason": sel.choice.reason}
         if clf is not None:
-            summary.update(test_accuracy=round(clf.test_accuracy, 5), val_accuracy=round(clf.val_accuracy, 5),
-                           min_accuracy=floor)
+            summary.update(test_accuracy=round(clf.test_accuracy, 5),
+                           test_balanced_accuracy=round(clf.test_balanced_accuracy, 5),
+                           min_accuracy=floor, class_balance="balanced" if clf.balanced else "none")
+            summary["val_balanced_accuracy" if clf.balanced else "val_accuracy"] = round(clf.val_accuracy, 5)
             run.log_dict({"classes": classes, "matrix": clf.confusion.tolist()}, "confusion_matrix.json")
         if rot is not None:
             summary.update(rotation_test_accuracy=round(rot.test_accuracy, 5),

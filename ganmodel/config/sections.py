@@ -107,6 +107,10 @@ class ClassifierParams(_Section):
     feature_network: Literal["auto", "labelled", "label_free", "both"] = "auto"
     min_blur_ratio: float = Field(2.0, ge=1.0)
     selfsup_epochs: int = Field(10, ge=1)  # of the rotation network, when one is trained
+    # Inverse-frequency class weights in the loss (ganmodel/classifier/training.py:class_weights):
+    # auto weighs once the largest class has 2x the images of the smallest, so that the per-class
+    # figures can see small classes at all.
+    class_balance: Literal["auto", "none", "balanced"] = "auto"
 
 
 
