@@ -149,16 +149,21 @@ def class_histogram_png(rows: list[dict[str, str | float]], path: str | os.PathL
     names = [str(r["class"]) for r in rows]
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.6), dpi=100)
-    ax.barh(y - 0.2, [float(r["real"]) for r in rows], height=0.4, color="tab:gray",
-            label="real (reference set)")
-    ax.barh(y + 0.2, [float(r["generated"]) for r in rows], height=0.4, color="tab:blue",
-            label="generated")
-    ax.scatter([min_relative_share * float(r["real"]) for r in rows], y + 0.2, marker="|", s=120,
+    classified = all("real_classified" in r for r in rows)
+    h = 0.27 if classified else 0.4  # two or three bars per class
+    ax.barh(y - h / 2 * (2 if classified else 1), [float(r["real"]) for r in rows], height=h,
+            color="tab:gray", label="real (labels)")
+    if classified:  # what a perfect generator would score: held-out real images, as classified
+        ax.barh(y, [float(r["real_classified"]) for r in rows], height=h, color="silver",
+                label="real held-out, as classified")
+    gy = y + h / 2 * (2 if classified else 1)
+    ax.barh(gy, [float(r["generated"]) for r in rows], height=h, color="tab:blue", label="generated")
+    ax.scatter([min_relative_share * float(r["real"]) for r in rows], gy, marker="|", s=120,
                color="tab:red", label=f"covered from ({min_relative_share:g} x real)")
     ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("share of images, as classified")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -236,6 +236,9 @@ def test_an_unconditional_generator_on_labelled_data_skips_only_the_asked_for_cl
                    mnist5k["val"], cfg, [str(c) for c in range(10)])
     assert set(res.skipped) == {"cond_accuracy", "cas"} and "unconditional" in res.skipped["cas"]
     assert "classes_covered" in res.metrics and "is_mean" in res.metrics and len(res.histogram) == 10
+    # Each class's row has the real floor's share too: the rule applied to it gives the floor's count.
+    covered = sum(r["real_classified"] >= 0.2 * r["real"] and r["real"] > 0 for r in res.histogram)
+    assert covered == res.metrics["classes_covered_floor"]
 
 
 # ---- the gate's class rule ----------------------------------------------------------------------

@@ -127,6 +127,12 @@ def test_class_histogram_is_a_plot_not_headline_metrics(full) -> None:
     assert sum(generated) == pytest.approx(1, abs=1e-4) and sum(real) == pytest.approx(1, abs=1e-4)
     # The same rule as classes_covered (a class counts from 20% of its real share).
     assert sum(g >= 0.2 * r and r > 0 for g, r in zip(generated, real, strict=True)) == m["classes_covered"]
+    # Beside it, what held-out real images score by the same rule: the floor, class by class.
+    classified = [float(r["real_classified"]) for r in rows]
+    assert sum(classified) == pytest.approx(1, abs=1e-4)
+    floor_covered = sum(c >= 0.2 * r and r > 0 for c, r in zip(classified, real, strict=True))
+    assert floor_covered == m["classes_covered_floor"]
+    assert all(0 <= float(r["cond_accuracy_real"]) <= 1 for r in rows)
     run = _stage_runs(full.uri)["evaluate"]
     logged = [run.data.metrics[f"class_frac_{c}"] for c in range(len(rows))]
     assert logged == pytest.approx(generated, abs=1e-6)

@@ -71,18 +71,26 @@ def heldout(val: Split, test: Split) -> Split:
     return Split(torch.cat([val.images, test.images]), torch.cat([val.labels, test.labels]))
 
 
-def class_histogram_rows(metrics: dict[str, float], class_names: list[str]) -> list[dict[str, str | float]]:
+def class_histogram_rows(metrics: dict[str, float], class_names: list[str],
+                         floor: dict[str, float] | None = None) -> list[dict[str, str | float]]:
     """One row per class: its name, the share of generated images the classifier assigns to it,
     and its share of the real reference set (the target `classes_covered` and `class_kl` use);
-    for a conditional generator also the accuracy on the images asked for that class."""
+    for a conditional generator also the accuracy on the images asked for that class. With the
+    real `floor`, also what held-out real images score in the same places (`real_classified`,
+    `cond_accuracy_real`): a class the classifier rarely finds even in real images cannot be
+    judged for a generator either, and this column shows which."""
     rows: list[dict[str, str | float]] = []
     if "class_frac_0" not in metrics:  # no class figures (unlabelled data)
         return rows
     for c, name in enumerate(class_names):
         row: dict[str, str | float] = {"class": name, "generated": metrics[f"class_frac_{c}"],
                                        "real": metrics[f"class_real_frac_{c}"]}
+        if floor is not None and f"class_frac_{c}" in floor:
+            row["real_classified"] = floor[f"class_frac_{c}"]
         if "cond_accuracy" in metrics:
             row["cond_accuracy"] = metrics.get(f"cond_accuracy_{c}", float("nan"))
+            if floor is not None and "cond_accuracy" in floor:
+                row["cond_accuracy_real"] = floor.get(f"cond_accuracy_{c}", float("nan"))
         rows.append(row)
     return rows
 
@@ -167,8 +175,9 @@ def evaluate(generator: nn.Module, classifier: nn.Module, train: Split, held: Sp
     grid, grid_cols = sample_grid(generator, cfg.grid_size, cfg.seed, cfg.batch_size)
     sheet = neighbour_sheet(generator, classifier, train, stats_a, sets.b.labels[:cfg.nn_rows], cfg, nn_k)
     metrics["eval_time_s"] = time.perf_counter() - t0
-    return EvaluationResult(metrics, grid, sheet, nn_k + 1, class_histogram_rows(gen, class_names), grid_cols,
-                            ladder_position(gen["fid"], ladder), skipped)
+    rows = class_histogram_rows(gen, class_names, floor)
+    position = ladder_position(gen["fid"], ladder)
+    return EvaluationResult(metrics, grid, sheet, nn_k + 1, rows, grid_cols, position, skipped)
 
 
 def neighbour_sheet(generator: nn.Module, classifier: nn.Module, train: Split, stats_a: RealStats,
