@@ -206,7 +206,8 @@ def test_a_conditional_recipe_needs_labelled_data() -> None:
                               "has 1 class (unlabelled images): use train.preset conv_sn (the same recipe, "
                               "unconditional)")
     check_labels_fit(TrainParams(preset="conv_sn", num_workers=1), {"classes": ["photos"]}, "x")
-    with pytest.raises(GanModelError, match=r"use train\.preset conv_sn_da \(the same recipe, unconditional\)$"):
+    fix = r"use train\.preset conv_sn_da \(the same recipe, unconditional\)$"
+    with pytest.raises(GanModelError, match=fix):
         check_labels_fit(TrainParams(preset="conv_sn_cond_da", num_workers=1), {"classes": ["photos"]}, "x")
     custom = TrainParams(preset="custom", arch="conv", conditional=True, num_workers=1)
     with pytest.raises(GanModelError, match=r"^train\.conditional true .* set train\.conditional: false$"):

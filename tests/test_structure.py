@@ -1,6 +1,6 @@
 """The package's shape, checked from its source: no import cycles (function-level imports count),
 MLflow only behind `ganmodel/tracking/` (and the pyfunc that MLflow itself loads), no file I/O in
-`networks/`, and serving's imports limited to what ships in the model."""
+`networks/`, serving's imports limited to what ships in the model, and ruff clean."""
 
 from __future__ import annotations
 
@@ -127,3 +127,18 @@ def test_serving_imports_only_what_ships_in_the_model():
         todo.extend(graph[m])
     outside = {m for m in seen if m not in shipped and not m.startswith("ganmodel.networks.")}
     assert not outside, f"serving reaches modules that are not shipped with the model: {sorted(outside)}"
+
+
+def test_ruff_is_clean():
+    # The style pyproject.toml configures is enforced by the suite, not only by `make lint`:
+    # a line that breaks it fails `make test` (and CI) at once.
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.fail("ruff is not installed: `pip install -e '.[dev]'` (make test does)")
+    out = subprocess.run([ruff, "check", "ganmodel", "pipelines", "tests", "benchmarks"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
