@@ -58,6 +58,9 @@ RECIPES: dict[str, dict[str, Any]] = {
                      "betas": (0.0, 0.9), "batch_size": 64, "z_dim": 64, "d_steps": 2,
                      "ema_decay": 0.999, "ema_rampup": True},
     "conv_sn_cond": {"preset": "conv_sn_cond"},
+    # For colour folders (run with --prepared of a folder and --classifier of a feature net of its own).
+    "conv_sn_cond_da": {"preset": "conv_sn_cond_da"},
+    "conv_sn_cond_da_no_mbstd": {**PRESETS["conv_sn_cond_da"], "preset": "custom", "mbstd_group": 0},
 }
 COLUMNS = ("recipe", "steps", "img/s", "fid", "fid_ratio", "precision", "recall", "classes",
            "cond_accuracy", "cas")

@@ -8,6 +8,8 @@ names (tests/test_choices.py): a family, loss, augmentation or metric is added i
 
 # `train.arch`: the families in `ganmodel.networks.GENERATORS`.
 ARCHITECTURES = ("conv", "dcgan", "mlp", "mlp_leaky")
+# `train.mbstd_group` > 0: the families whose D has a minibatch-stddev layer.
+MBSTD_ARCHS = ("conv", "dcgan")
 # `train.loss`: `ganmodel.losses.LOSSES`.
 LOSSES = ("bce", "hinge", "wgan_gp")
 # `train.augment`: the DiffAugment ops of `ganmodel.augment.AUGMENTATIONS`.

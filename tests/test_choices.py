@@ -6,11 +6,12 @@ from ganmodel import choices, shapes
 from ganmodel.augment import AUGMENTATIONS
 from ganmodel.evaluation import metrics
 from ganmodel.losses import LOSSES
-from ganmodel.networks import DISCRIMINATORS, GENERATORS
+from ganmodel.networks import DISCRIMINATORS, GENERATORS, MBSTD_FAMILIES
 
 
 def test_architectures_are_the_network_families():
     assert set(choices.ARCHITECTURES) == set(GENERATORS) == set(DISCRIMINATORS) == set(shapes.FAMILY_KIND)
+    assert set(choices.MBSTD_ARCHS) == MBSTD_FAMILIES
 
 
 def test_losses_and_augmentations_are_their_registries():
@@ -26,6 +27,6 @@ def test_metric_names_are_the_metric_registry_and_protocol():
 
 
 def test_every_name_is_listed_once():
-    for names in (choices.ARCHITECTURES, choices.LOSSES, choices.AUGMENTATIONS, choices.METRICS,
-                  choices.PROTOCOL_METRICS, choices.REQUIRED_METRICS):
+    for names in (choices.ARCHITECTURES, choices.MBSTD_ARCHS, choices.LOSSES, choices.AUGMENTATIONS,
+                  choices.METRICS, choices.PROTOCOL_METRICS, choices.REQUIRED_METRICS):
         assert len(set(names)) == len(names)

@@ -167,6 +167,13 @@ def test_batch_not_divisible_by_workers() -> None:
     assert ok.train.batch_size == 99
 
 
+def test_mbstd_needs_a_conv_family() -> None:
+    msg = _error({"train": {"preset": "custom", "arch": "mlp", "mbstd_group": 4}})
+    assert ": train.mbstd_group:" in msg and "mlp" in msg, msg
+    ok = parse_params({"train": {"preset": "custom", "arch": "conv", "mbstd_group": 4}})
+    assert ok.train.mbstd_group == 4
+
+
 def test_download_with_mnist5k() -> None:
     msg = _error({"data": {"dataset": "mnist5k", "download": True}})
     assert ": data.download:" in msg and "mnist5k" in msg, msg

@@ -18,7 +18,7 @@ from ganmodel.networks import (
     build_generator,
     check_shape,
 )
-from ganmodel.networks.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganmodel.networks.dcgan import DCGANDiscriminator, DCGANGenerator, MinibatchStd
 from ganmodel.networks.mlp import MLPDiscriminator, MLPGenerator
 
 # --- the seed article's networks, verbatim, from the one place the article's code lives --------
@@ -261,3 +261,27 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic() -> None:
     with torch.no_grad():
         critic.u.mul_(3.0)  # gradient norm 3 -> penalty (3 - 1)^2 = 4
     assert gradient_penalty(critic, real, fake).item() == pytest.approx(4.0, rel=1e-5)
+
+
+def test_minibatch_std_sees_variety_within_consecutive_groups_only() -> None:
+    """Karras et al. 2018, sec. 3: one extra channel, the mean feature stddev of each group. Groups
+    are consecutive, so the D step's [real; fake] batch never mixes the halves in one group."""
+    x = torch.randn(8, 2, 3, 3)
+    x[4:] = 0.5  # a collapsed half: no variety within its groups
+    out = MinibatchStd(4)(x)
+    assert out.shape == (8, 3, 3, 3) and torch.equal(out[:, :2], x)
+    s = out[:, 2]
+    assert torch.all(s[4:] < 1e-3) and torch.all(s[:4] > 0.3)  # the real half is not diluted
+    assert torch.all(s[:4] == s[0]) and torch.all(s[4:] == s[4])  # one value per group, everywhere
+    assert MinibatchStd(4)(torch.randn(6, 2, 3, 3)).shape == (6, 3, 3, 3)  # groups of 3: 4 does not divide 6
+    assert MinibatchStd(4)(torch.randn(1, 2, 3, 3)).shape == (1, 3, 3, 3)
+
+
+@pytest.mark.parametrize("arch", ["conv", "dcgan"])
+def test_mbstd_discriminator_at_any_size(arch: str) -> None:
+    for shape in ((1, 28, 28), (3, 32, 32), (3, 64, 64)):
+        d = build_discriminator(arch, True, 5, shape, mbstd_group=4)
+        assert any(isinstance(m, MinibatchStd) for m in d.modules())
+        assert d(torch.randn(12, *shape), torch.randint(0, 5, (12,))).shape == (12,)
+    with pytest.raises(ValueError, match="minibatch-stddev"):
+        build_discriminator("mlp", mbstd_group=4)

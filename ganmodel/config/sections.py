@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from ganmodel.choices import ARCHITECTURES, AUGMENTATIONS, LOSSES, METRICS, PROTOCOL_METRICS, REQUIRED_METRICS
+from ganmodel.choices import (
+    ARCHITECTURES,
+    AUGMENTATIONS,
+    LOSSES,
+    MBSTD_ARCHS,
+    METRICS,
+    PROTOCOL_METRICS,
+    REQUIRED_METRICS,
+)
 from ganmodel.config.base import _one_of, _Section, _some_of
 from ganmodel.config.presets import DEFAULT_PRESET, PRESETS, RECIPE_KEYS, _same
 from ganmodel.search_space import check_space
@@ -134,6 +142,8 @@ class TrainParams(_Section):
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     ema_rampup: bool = False  # decay min(ema_decay, (1 + t) / (10 + t)) at step t
     spectral_norm: bool = False
+    # minibatch stddev in D (Karras et al. 2018): samples per group, 0 off; conv families only
+    mbstd_group: int = Field(0, ge=0)
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: int | None = Field(None, ge=1)  # null: a local instance's CPUs shared out, else 1
     use_gpu: bool = False
@@ -206,6 +216,10 @@ class TrainParams(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
+        if self.mbstd_group and self.arch not in MBSTD_ARCHS:
+            raise ValueError(f"mbstd_group: {self.mbstd_group} needs a conv family "
+                             f"({', '.join(MBSTD_ARCHS)}); train.arch {self.arch} has no minibatch-stddev "
+                             "layer; set it to 0")
         if self.batch_size % self.num_workers:
             raise ValueError(
                 f"batch_size: {self.batch_size} is not divisible by train.num_workers="

@@ -22,11 +22,15 @@ ImageShape = tuple[int, int, int]  # (C, H, W)
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {}
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {}
+MBSTD_FAMILIES: set[str] = set()  # families whose D takes `mbstd_group` (ganmodel.choices.MBSTD_ARCHS)
 
 
-def register(name: str, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module]) -> None:
+def register(name: str, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
+             mbstd: bool = False) -> None:
     GENERATORS[name] = generator
     DISCRIMINATORS[name] = discriminator
+    if mbstd:
+        MBSTD_FAMILIES.add(name)
 
 
 def build_generator(arch: str, z_dim: int, n_classes: int = 0,
@@ -37,11 +41,16 @@ def build_generator(arch: str, z_dim: int, n_classes: int = 0,
 
 
 def build_discriminator(arch: str, spectral_norm: bool = False, n_classes: int = 0,
-                        image_shape: tuple[int, ...] = MNIST_SHAPE) -> nn.Module:
+                        image_shape: tuple[int, ...] = MNIST_SHAPE, mbstd_group: int = 0) -> nn.Module:
     """D of family `arch` for images of `image_shape`; with `spectral_norm`, every linear/conv/
     embedding weight is divided by its largest singular value (Miyato et al. 2018, "Spectral
-    Normalization for GANs", eq. 8)."""
-    d = DISCRIMINATORS[arch](n_classes=n_classes, image_shape=image_shape)
+    Normalization for GANs", eq. 8); `mbstd_group` > 0 adds a minibatch-stddev channel (Karras et
+    al. 2018, sec. 3; the conv families only, `MBSTD_FAMILIES`)."""
+    if mbstd_group and arch not in MBSTD_FAMILIES:
+        raise ValueError(f"arch {arch}: no minibatch-stddev layer (mbstd_group); "
+                         f"only {', '.join(sorted(MBSTD_FAMILIES))} have one")
+    kwargs = {"mbstd_group": mbstd_group} if mbstd_group else {}
+    d = DISCRIMINATORS[arch](n_classes=n_classes, image_shape=image_shape, **kwargs)
     if spectral_norm:
         from torch.nn.utils.parametrizations import spectral_norm as sn
 

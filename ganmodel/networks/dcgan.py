@@ -17,6 +17,12 @@ Conditional (`n_classes > 0`): G concatenates a learned label embedding to z (Mi
 2014); D is a projection discriminator, logit = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama
 2018, eq. 3).
 
+Minibatch standard deviation (`mbstd_group` > 0; Karras et al. 2018, "Progressive Growing of
+GANs", sec. 3): before D's last conv (or its flatten), one channel holding the mean standard
+deviation of the features over groups of consecutive samples, so D can see a batch that lacks
+variety and G is pushed away from intra-class collapse. Groups are consecutive (not StyleGAN's
+strided ones) so that the D step's [real; fake] batch never mixes the two in a group.
+
 Families: `dcgan` (width 64, the classic net) and `conv`, the net this project trains by default:
 width 32 with an extra 3x3 conv at every stage of G and a final strided 3x3 conv in D, which buys
 more quality per CPU second than doubling the width.
@@ -100,13 +106,35 @@ class DCGANGenerator(nn.Module):
         return out
 
 
+class MinibatchStd(nn.Module):
+    """x [N, C, H, W] -> [N, C + 1, H, W]: the last channel is the mean over (C, H, W) of the
+    standard deviation over each group of `group` consecutive samples (Karras et al. 2018, sec. 3).
+    The group is the largest divisor of N up to `group`, so any batch size works."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        if group < 1:
+            raise ValueError(f"mbstd group: expected >= 1, got {group}")
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = next(d for d in range(min(self.group, n), 0, -1) if n % d == 0)
+        y = x.float().reshape(n // g, g, c, h, w)
+        s = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [N / g]
+        s = s.repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
+        return torch.cat([x, s], dim=1)
+
+
 class DCGANDiscriminator(nn.Module):
     """n strided conv4/2 from C to w, 2w, 4w, ... (capped at 8w) down to r0 x r0 [-> conv3/2 at
     twice the last width, capped], LeakyReLU(0.2) each, no BatchNorm; phi = the flattened features,
-    logit = linear(phi) [+ projection]. At 1x28x28: w x 14 x 14 -> 2w x 7 x 7 [-> 4w x 4 x 4]."""
+    logit = linear(phi) [+ projection]. At 1x28x28: w x 14 x 14 -> 2w x 7 x 7 [-> 4w x 4 x 4].
+    `mbstd_group` > 0 adds the minibatch-stddev channel after the strided convs."""
 
     def __init__(self, n_classes: int = 0, width: int = 64, deep: bool = False,
-                 image_shape: tuple[int, ...] = MNIST_SHAPE, arch: str = "dcgan") -> None:
+                 image_shape: tuple[int, ...] = MNIST_SHAPE, arch: str = "dcgan",
+                 mbstd_group: int = 0) -> None:
         super().__init__()
         self.image_shape, side, n = _plan(arch, image_shape)
         self.n_classes = n_classes
@@ -116,9 +144,13 @@ class DCGANDiscriminator(nn.Module):
             w_out = min(width * 2 ** i, MAX_WIDTH * width)
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1), nn.LeakyReLU(0.2)]
             w_in = w_out
+        last = w_in
+        if mbstd_group:
+            layers.append(MinibatchStd(mbstd_group))
+            w_in += 1
         features = w_in * side * side
         if deep:
-            w_out, side = min(2 * w_in, MAX_WIDTH * width), (side + 1) // 2  # 3/2, padding 1: ceil
+            w_out, side = min(2 * last, MAX_WIDTH * width), (side + 1) // 2  # 3/2, padding 1: ceil
             layers += [nn.Conv2d(w_in, w_out, 3, 2, 1), nn.LeakyReLU(0.2)]
             features = w_out * side * side
         self.body = nn.Sequential(*layers, nn.Flatten())
@@ -135,6 +167,6 @@ class DCGANDiscriminator(nn.Module):
         return out + projection(h, y, self.embed) if self.n_classes else out
 
 
-register("dcgan", DCGANGenerator, DCGANDiscriminator)
+register("dcgan", DCGANGenerator, DCGANDiscriminator, mbstd=True)
 register("conv", partial(DCGANGenerator, width=32, extra=True, arch="conv"),
-         partial(DCGANDiscriminator, width=32, deep=True, arch="conv"))
+         partial(DCGANDiscriminator, width=32, deep=True, arch="conv"), mbstd=True)

@@ -37,7 +37,7 @@ FIGURES = (
     ("data_copying", "data copying", "data_copying_floor", "data_copying"),
 )
 RECIPE_KEYS = ("loss", "batch_size", "lr_g", "lr_d", "betas", "z_dim", "d_steps", "r1_gamma", "augment",
-               "ema_decay", "spectral_norm", "precision", "seed")
+               "ema_decay", "spectral_norm", "mbstd_group", "precision", "seed")
 
 
 @dataclass(frozen=True)

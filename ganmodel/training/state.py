@@ -83,7 +83,8 @@ def build_state(cfg: TrainParams, ctx: Context, n_classes: int = 0,
     if (reason := buildable(cfg.arch, image_shape)) is not None:  # params checked it; a loop caller may not
         raise GanModelError(f"train.arch: {cfg.arch} {reason}")
     g = build_generator(cfg.arch, cfg.z_dim, n_classes, image_shape).to(ctx.device)
-    d = build_discriminator(cfg.arch, cfg.spectral_norm, n_classes, image_shape).to(ctx.device)
+    d = build_discriminator(cfg.arch, cfg.spectral_norm, n_classes, image_shape,
+                            cfg.mbstd_group).to(ctx.device)
     ema = None
     if cfg.ema_decay > 0:
         ema = copy.deepcopy(g).eval().requires_grad_(False)
