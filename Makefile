@@ -17,10 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch/torchvision first and pinned: the CPU machines serve these builds from local disk.
-	# --no-compile: byte-compiling all 6.6 GB of packages up front took 60 s of one core; Python
-	# compiles the modules that are imported on first use instead.
-	$(BIN)/python -m pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
