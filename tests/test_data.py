@@ -300,7 +300,8 @@ def test_save_and_load_prepared(tmp_path: Path) -> None:
     meta = {"dataset": "test", "data_hash": data_hash(splits)}
     out = tmp_path / "prepared"
     save_prepared(out, splits, meta)
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.pt", "train.pt", "val.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test", "train", "val"]
+    assert [p.name for p in (out / "train").iterdir()] == ["part-00000.parquet"]
     assert read_meta(out) == meta
     loaded = {name: load_split(out, name) for name in SPLITS}
     for name in SPLITS:
@@ -310,29 +311,39 @@ def test_save_and_load_prepared(tmp_path: Path) -> None:
 
 
 def test_load_split_rejects_bad_files(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ganmodel.data.shards import to_table, write_split
+
     with pytest.raises(GanModelError, match="not found"):
         load_split(tmp_path, "train")
     with pytest.raises(GanModelError, match="metadata not found"):
         read_meta(tmp_path)
-    p = tmp_path / "train.pt"
-    torch.save({"images": torch.zeros(4, 28, 28, dtype=torch.uint8), "labels": torch.zeros(4)}, p)
+    (tmp_path / "train.pt").write_bytes(b"old")
+    with pytest.raises(GanModelError, match="format before streaming"):
+        load_split(tmp_path, "train")
+    d = tmp_path / "train"
+    d.mkdir()
+    p = d / "part-00000.parquet"
+    p.write_bytes(b"not parquet")
     with pytest.raises(GanModelError) as exc:
         load_split(tmp_path, "train")
-    assert str(p) in str(exc.value) and "[4, 28, 28]" in str(exc.value)
-    torch.save({"images": torch.zeros(4, 1, 28, 28), "labels": torch.zeros(4, dtype=torch.int64)}, p)
+    assert str(p) in str(exc.value) and "not a prepared shard" in str(exc.value)
+    pq.write_table(pa.table({"pixels": [1, 2]}), p)
+    with pytest.raises(GanModelError, match="expected columns 'image' and 'label'"):
+        load_split(tmp_path, "train")
+    pq.write_table(to_table(np.zeros((4, 2, 8, 8), np.uint8), np.zeros(4, np.int64)), p)
     with pytest.raises(GanModelError, match="expected uint8 images"):
         load_split(tmp_path, "train")
-    torch.save({"images": torch.zeros(4, 1, 28, 28, dtype=torch.uint8), "labels": torch.zeros(3)}, p)
-    with pytest.raises(GanModelError, match="expected 4 labels"):
-        load_split(tmp_path, "train")
-    torch.save({"images": torch.zeros(4, 1, 28, 28, dtype=torch.uint8), "labels": torch.zeros(4)}, p)
+    table = to_table(np.zeros((4, 1, 8, 8), np.uint8), np.zeros(4, np.int64))
+    pq.write_table(table.set_column(1, "label", pa.array([0.0] * 4)), p)
     with pytest.raises(GanModelError, match="expected int64 labels"):
         load_split(tmp_path, "train")
-    torch.save([1, 2, 3], p)
-    with pytest.raises(GanModelError, match="not a prepared split file"):
-        load_split(tmp_path, "train")
-    p.write_bytes(b"definitely not a torch file")
-    with pytest.raises(GanModelError, match="not a prepared split file"):
+    write_split(tmp_path, "train", torch.zeros(4, 1, 8, 8, dtype=torch.uint8),
+                torch.zeros(4, dtype=torch.long))
+    (tmp_path / "meta.json").write_text('{"image_shape": [1, 28, 28]}')
+    with pytest.raises(GanModelError, match="meta.json says image_shape"):
         load_split(tmp_path, "train")
 
 

@@ -1,9 +1,12 @@
-"""Prepared data: stratified splits stored as one compact uint8 tensor file per split, plus a
-content hash that downstream stages record so every model traces back to its exact data.
+"""Prepared data: stratified splits stored as Parquet shards per split (`ganmodel.data.shards`),
+plus a content hash that downstream stages record so every model traces back to its exact data.
 
 Images are uint8 [N, C, H, W]: C 1 (greyscale) or 3 (RGB), square. The built-in datasets are
 [N, 1, 28, 28]; a folder dataset's shape is its `data.channels` and `data.resolution`, and
-`meta.json` records it (`image_shape`), which `load_split` checks."""
+`meta.json` records it (`image_shape`), which the readers check.
+
+`load_split` reads a whole split; `open_split` gives a reader that streams it in bounded batches
+(what a stage uses when the split may not fit in memory)."""
 
 from __future__ import annotations
 
@@ -15,13 +18,11 @@ from pathlib import Path
 
 import torch
 
-from ganmodel.errors import GanModelError, brief
+from ganmodel.data.shards import ShardReader, write_split
+from ganmodel.errors import GanModelError
 
 SPLITS = ("train", "val", "test")
 META_FILE = "meta.json"
-
-
-CHANNELS = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,11 @@ def split_counts(splits: dict[str, Split], n_classes: int) -> dict[str, dict]:
 
 
 def save_prepared(out_dir: str | os.PathLike[str], splits: dict[str, Split], meta: dict) -> None:
-    """Write `<split>.pt` (state-dict-style tensors) and `meta.json` into an existing dir."""
+    """Write each split as `<split>/part-*.parquet` and `meta.json` into an existing dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, s in splits.items():
-        torch.save({"images": s.images, "labels": s.labels}, out / f"{name}.pt")
+        write_split(out, name, s.images, s.labels)
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
@@ -80,36 +81,37 @@ def is_labelled(meta: dict) -> bool:
 
 
 def _meta_shape(prepared_dir: Path) -> tuple[int, ...] | None:
-    """meta.json's image_shape beside a split file, None where there is no readable meta.json."""
+    """meta.json's image_shape beside the splits, None where there is no readable meta.json."""
     try:
         return tuple(json.loads((prepared_dir / META_FILE).read_text())["image_shape"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
+def open_split(prepared_dir: str | os.PathLike[str], name: str) -> ShardReader:
+    """A reader of one prepared split (length and shape known, no pixels read yet), its shape
+    checked against meta.json's."""
+    return ShardReader(prepared_dir, name, _meta_shape(Path(prepared_dir)))
+
+
 def load_split(prepared_dir: str | os.PathLike[str], name: str) -> Split:
-    """Load one prepared split, checking dtype and shape (against meta.json's when it is there)."""
-    path = Path(prepared_dir) / f"{name}.pt"
-    if not path.is_file():
-        raise GanModelError(f"{path}: prepared split not found; run the prepare stage first")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        images, labels = obj["images"], obj["labels"]
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise GanModelError(f"{path}: not a prepared split file ({brief(err)})") from None
-    if (images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in CHANNELS
-            or images.shape[2] != images.shape[3]):
-        raise GanModelError(f"{path}: expected uint8 images [N, C, H, W] with C 1 or 3 and H == W, "
-                            f"got {images.dtype} {list(images.shape)}")
-    expected = _meta_shape(Path(prepared_dir))
-    if expected is not None and tuple(images.shape[1:]) != expected:
-        raise GanModelError(f"{path}: images are {list(images.shape[1:])}, but {META_FILE} says image_shape "
-                            f"{list(expected)}; run the prepare stage again")
-    if labels.shape != (images.shape[0],):
-        raise GanModelError(f"{path}: expected {images.shape[0]} labels, got {list(labels.shape)}")
-    if labels.dtype != torch.int64:
-        raise GanModelError(f"{path}: expected int64 labels, got {labels.dtype}")
-    return Split(images, labels)
+    """One prepared split, whole, in memory."""
+    return Split(*open_split(prepared_dir, name).read())
+
+
+def hash_prepared(prepared_dir: str | os.PathLike[str]) -> str:
+    """`data_hash` recomputed from the shards, one row group at a time: what meta.json records,
+    whatever the sharding."""
+    h = hashlib.sha256()
+    for name in SPLITS:
+        reader = open_split(prepared_dir, name)
+        n = len(reader)
+        # As data_hash: images then labels, each after its header (so the split is read twice).
+        for col, dtype, shape in ((0, torch.uint8, (n, *reader.image_shape)), (1, torch.int64, (n,))):
+            h.update(f"{name}:{dtype}:{shape}".encode())
+            for group in reader.iter_groups():
+                h.update(group[col].tobytes())
+    return h.hexdigest()
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
