@@ -23,7 +23,7 @@ from ganmodel.errors import GanModelError
 # `--flag` overrides of `train.<flag>`: explicit keys, under the same rule as in params.yaml (a key
 # that disagrees with the chosen preset is an error naming both).
 _OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "precision", "arch", "loss", "seed", "lr_g", "lr_d",
-              "ema_decay")
+              "ema_decay", "data_loading")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Train the GAN in this process, without Ray/MLflow/DVC.")
     ap.add_argument("--params", default="params.yaml", help="params file (its `train` section)")
     ap.add_argument("--prepared", default=None,
-                    help="prepared splits directory (reads train.pt); default: build mnist5k now")
+                    help="prepared splits directory (reads its train shards); default: build mnist5k now")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--preset", help="train.preset (e.g. seed: the classic article's MLP GAN)")
     ap.add_argument("--epochs", type=int)
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr-g", type=float)
     ap.add_argument("--lr-d", type=float)
     ap.add_argument("--ema-decay", type=float)
+    ap.add_argument("--data-loading", choices=["memory", "stream", "auto"],
+                    help="train.data_loading: stream reads --prepared's shards in bounded memory")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--generator", default=None, help="write the trained generator here (.pt)")
     ap.add_argument("--json", action="store_true", help="print a JSON summary line at the end")
@@ -108,20 +110,28 @@ def main(argv: list[str] | None = None) -> int:
         raise GanModelError(f"--generator {args.generator}: directory {Path(args.generator).parent} "
                             "does not exist")
     t0 = time.perf_counter()
-    split, data_meta = load_train_images(params, args.prepared)
-    from ganmodel.training.job import check_labels_fit
+    from ganmodel.training.job import check_labels_fit, data_loading
 
+    if args.prepared and data_loading(cfg.data_loading, Path(args.prepared) / "train") == "stream":
+        from ganmodel.data.prepared import open_split, read_meta
+        from ganmodel.training.batches import ShardBatches
+
+        meta = read_meta(args.prepared)
+        data_meta = {k: meta[k] for k in ("dataset", "data_hash", "classes", "image_shape")}
+        data = ShardBatches(open_split(args.prepared, "train"), cfg.batch_size, cfg.seed, device=args.device)
+        labels, n_images = None, len(data)
+    else:
+        split, data_meta = load_train_images(params, args.prepared)
+        data, labels, n_images = split.images, split.labels, split.images.shape[0]
     check_labels_fit(cfg, data_meta, args.prepared or "mnist5k")
-    images = split.images
-    print(f"data: {images.shape[0]} train images ({data_meta['dataset']}) "
+    print(f"data: {n_images} train images ({data_meta['dataset']}) "
           f"in {time.perf_counter() - t0:.1f}s; device {args.device}, "
           f"{torch.get_num_threads()} threads, {cfg.arch}/{cfg.loss}, batch {cfg.batch_size}, "
           f"{cfg.precision}", flush=True)
 
     from ganmodel.training.job import run_local
 
-    outcome = run_local(cfg, images, device=args.device, labels=split.labels,
-                        n_classes=len(data_meta["classes"]))
+    outcome = run_local(cfg, data, device=args.device, labels=labels, n_classes=len(data_meta["classes"]))
     steady = outcome.steady_images_per_sec
     last = outcome.history[-1]
     print(f"done: {cfg.epochs} epochs in {outcome.wall_time_s:.1f}s, steady {steady:.0f} images/s "

@@ -69,7 +69,7 @@ def main() -> None:
 
         run.log_dataset(meta, args.prepared, context="training")
         run.log_params({**scaling_params(cfg, meta["splits"]["train"]), **ray_tags})
-        outcome = run_ray(cfg, str(Path(args.prepared) / "train.pt"), name, run_id=run.run_id,
+        outcome = run_ray(cfg, str(Path(args.prepared) / "train"), name, run_id=run.run_id,
                           tracking_uri=run.tracking_uri, n_classes=len(meta["classes"]),
                           classifier=args.classifier if cfg.eval_every else None)
         if backfilled := backfill_history(run.run_id, outcome.history, run.tracking_uri):

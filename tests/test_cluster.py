@@ -442,3 +442,28 @@ def test_sweep_refuses_trials_the_cluster_cannot_host(cluster, cluster_sweep) ->
                 "(2 CPUs, 0 GPUs) can host only 2 (set GANMODEL_AUTOSCALING=1 on an autoscaling cluster)")
     assert proc.stderr.strip().splitlines()[-1] == expected, describe(proc)
     assert not (repo / "sweeps" / "too-big").exists()  # refused before any trial or output
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_streaming_workers_on_two_nodes_read_disjoint_shards(cluster, probe) -> None:
+    """`train.data_loading: stream` across nodes: the pipeline's Ray Data path (`stream_probe.py`)
+    with 2 workers, one per node, reading one prepared split from the shared directory. Each
+    epoch the ranks' rows are disjoint and cover the split. Ray Data's reads need a CPU the workers
+    do not hold, so a third one-CPU node joins for this test (and leaves after it)."""
+    from stream_probe import N, check_disjoint_full_epochs, run_probe, write_id_split
+
+    node = ["ray", "start", "--address", cluster.address, "--dashboard-agent-listen-port", str(_free_port()),
+            "--num-cpus", "1", "--temp-dir", str(cluster.root / "ray"),
+            "--object-store-memory", str(150 * 2**20), "--disable-usage-stats"]
+    extra = _start_node(node, cluster.env, cluster.tmp / "data-node.log")
+    try:
+        assert extra.wait(timeout=120) == 0, (cluster.tmp / "data-node.log").read_text()[-4000:]
+        prepared = write_id_split(cluster.shared / "stream-prepared")
+        env = {**cluster.env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        ranks = run_probe(cluster.address, prepared, cluster.shared / "seen.json", 2, 64, env=env,
+                          cwd=cluster.tmp)
+    finally:
+        kill_group(extra.pid, grace=5)
+    check_disjoint_full_epochs(ranks, N, 64)
+    assert len({r["node"] for r in ranks}) == 2  # one worker on each of two nodes

@@ -157,6 +157,10 @@ class TrainParams(_Section):
     eval_every: int = Field(10, ge=0)
     eval_samples: int = Field(500, ge=10)
     seed: int = Field(0, ge=0)
+    # memory: each worker holds the train split on its device | stream: Ray Data streams it in
+    # shards (bounded memory) | auto: stream above ganmodel.data.stream.AUTO_STREAM_BYTES of pixels.
+    # Every stage that reads whole splits (classifier, evaluate) follows the same rule.
+    data_loading: Literal["memory", "stream", "auto"] = "auto"
 
     @model_validator(mode="before")
     @classmethod

@@ -181,8 +181,8 @@ def _check_inputs(prepared: str, classifier: str) -> dict[str, Any]:
     from ganmodel.data.prepared import read_meta
 
     meta = read_meta(prepared)
-    train_file = Path(prepared) / "train.pt"
-    if not train_file.is_file():
+    train_file = Path(prepared) / "train"
+    if not train_file.is_dir():
         raise GanModelError(f"{train_file}: prepared train split not found; run `dvc repro prepare`")
     if not Path(classifier).is_file():
         raise GanModelError(f"{classifier}: classifier not found; run `dvc repro classifier` "
@@ -198,16 +198,20 @@ def _run(params: Any, raw_train: dict[str, Any], trials: list[Trial], paths: Swe
     from ganmodel.sweep.progress import LAST_STATUSES, Progress, unfinished
     from ganmodel.sweep.trial import TrialSetup, run_trial
     from ganmodel.tracking.sweeps import reopen_sweep_run, start_sweep_run
-    from ganmodel.training.cluster import check_resources, check_shared_storage, init_ray
+    from ganmodel.training.cluster import DATA_CPUS, check_resources, check_shared_storage, init_ray
     from ganmodel.training.identity import package_hash
-    from ganmodel.training.job import storage_uri
+    from ganmodel.training.job import data_loading, storage_uri
     from ganmodel.training.ray_runner import JobSpec, ship_inputs
 
     sweep = params.sweep
     resuming = state is not None
     trial_cfg = TrainParams(**trials[0].train)
-    init_ray(trial_cfg)
-    check_resources(trial_cfg, keys=RESOURCE_KEYS)
+    loading = data_loading(params.train.data_loading, inputs["train"])
+    # A trial of one worker streams without Ray Data (`ShardBatches`); a TorchTrainer trial's reads
+    # need a CPU beside its workers.
+    data_cpus = DATA_CPUS if loading == "stream" and trial_cfg.num_workers > 1 else 0
+    init_ray(trial_cfg, data_cpus)
+    check_resources(trial_cfg, keys=RESOURCE_KEYS, data_cpus=data_cpus)
     storage = storage_uri(params.train.storage_path)
     check_shared_storage(storage)
     if state is None:
@@ -221,7 +225,8 @@ def _run(params: Any, raw_train: dict[str, Any], trials: list[Trial], paths: Swe
     else:
         run = reopen_sweep_run(state["run_id"], root)
     job = ship_inputs(JobSpec({}, inputs["train"], None, run.tracking_uri, inputs["classifier"],
-                              package_hash(), len(inputs["meta"]["classes"])))
+                              package_hash(), len(inputs["meta"]["classes"]),
+                              data_loading=loading))
     setup = TrialSetup(job, run, sweep.name, state["storage"], state["experiment"])
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), trial_resources(trial_cfg))
     path = f"{state['storage'].rstrip('/')}/{state['experiment']}"

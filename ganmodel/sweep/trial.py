@@ -81,7 +81,7 @@ def _in_this_actor(spec: JobSpec, cfg: TrainParams) -> None:
     hooks = epoch_hooks(os.environ.get(EPOCH_HOOKS_ENV))
     if ctx.device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker or 1)
-    split, evaluate = load_job_inputs(spec, cfg, ctx)
+    data, labels, evaluate = load_job_inputs(spec, cfg, ctx)
     tracker = MlflowTracker(spec.run_id, spec.tracking_uri)
     tracker.set_tags(placement_tags([worker_placement(ctx)]))
     resume = None
@@ -89,8 +89,7 @@ def _in_this_actor(spec: JobSpec, cfg: TrainParams) -> None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d, ctx)
     report = epoch_reporter(ctx, tune.report, tune.Checkpoint, hooks)
-    train(cfg, split.images, ctx, tracker, report, resume, evaluate, labels=split.labels,
-          n_classes=spec.n_classes)
+    train(cfg, data, ctx, tracker, report, resume, evaluate, labels=labels, n_classes=spec.n_classes)
 
 
 def _with_torch_trainer(spec: JobSpec, cfg: TrainParams, storage: str, run_name: str) -> None:

@@ -69,8 +69,14 @@ def runtime_env_for(address: str | None, environ: Mapping[str, str]) -> dict[str
     return runtime_env
 
 
-def init_ray(cfg: TrainParams) -> None:
-    """Attach to `train.ray_address` / `RAY_ADDRESS`, or start a local instance."""
+# Logical CPUs that Ray Data's read tasks need beside the training workers when the train split
+# streams: the workers reserve every CPU of a local instance, and Ray Data waits forever for one.
+DATA_CPUS = 1
+
+
+def init_ray(cfg: TrainParams, data_cpus: int = 0) -> None:
+    """Attach to `train.ray_address` / `RAY_ADDRESS`, or start a local instance (with `data_cpus`
+    logical CPUs more than the machine's cores, for Ray Data's reads: they mostly wait on disk)."""
     apply_ray_env_defaults()
     import ray
 
@@ -79,7 +85,7 @@ def init_ray(cfg: TrainParams) -> None:
     address = resolve_address(cfg)
     kwargs: dict[str, Any] = {"runtime_env": runtime_env_for(address, os.environ)}
     if address is None:
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, 1)
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, 1) + data_cpus
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as err:
@@ -120,7 +126,8 @@ def placeable_workers(nodes: list[dict[str, Any]], use_gpu: bool, cpus: int = 1)
 
 
 def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None,
-                    keys: tuple[str, str] = ("train.num_workers", "train.use_gpu")) -> None:
+                    keys: tuple[str, str] = ("train.num_workers", "train.use_gpu"),
+                    data_cpus: int = 0) -> None:
     """Refuse a request the cluster can never satisfy, instead of waiting forever. The error names
     `keys` (the params that ask for the workers, and for their GPUs).
 
@@ -130,9 +137,14 @@ def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None,
     nodes = _alive_nodes() if nodes is None else nodes
     per = cpus_per_worker(cfg, resolve_address(cfg))
     have = placeable_workers(nodes, cfg.use_gpu, per)
-    if have >= cfg.num_workers:
-        return
     cpus = sum(int(n.get("Resources", {}).get("CPU", 0)) for n in nodes)
+    if have >= cfg.num_workers and cpus - cfg.num_workers * per >= data_cpus:
+        return
+    if have >= cfg.num_workers:
+        msg = (f"train.data_loading: streaming needs {data_cpus} CPU for Ray Data's reads besides the "
+               f"{cfg.num_workers} workers' {per} each, but the Ray cluster has {cpus} CPUs; use fewer "
+               "train.num_workers or train.cpus_per_worker, or train.data_loading: memory")
+        raise GanModelError(msg)
     gpus = sum(int(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
     what = f"{per} CPU{'s' if per > 1 else ''}" + (" and 1 GPU" if cfg.use_gpu else "")
     key = keys[1] if cfg.use_gpu and cfg.num_workers <= cpus else keys[0]

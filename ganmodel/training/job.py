@@ -77,22 +77,40 @@ def worker_user_error(err: BaseException) -> BaseException:
     return err
 
 
+def data_loading(mode: str, train_dir: str | Path, log: Callable[[str], None] = print) -> str:
+    """`train.data_loading` resolved for the prepared train split in `train_dir`."""
+    from ganmodel.data.shards import ShardReader
+    from ganmodel.data.stream import AUTO_STREAM_BYTES, resolve_loading
+
+    d = Path(train_dir)
+    reader = ShardReader(d.parent, d.name)
+    resolved = resolve_loading(mode, reader.nbytes)
+    mib = 2**20
+    why = (f"{reader.nbytes / mib:.0f} MiB of pixels, auto streams above {AUTO_STREAM_BYTES / mib:.0f} MiB"
+           if mode == "auto" else "train.data_loading")
+    log(f"data loading: {resolved} ({len(reader)} images in {len(reader.files)} shards; {why})")
+    return resolved
+
+
 def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str | None = None,
             tracking_uri: str | None = None, classifier: str | None = None,
             n_classes: int = 0) -> TrainOutcome:
     """Train with Ray Train's TorchTrainer as Ray run `run_name` (see `training.identity`) and
     return the outcome from the final checkpoint. `classifier` enables the in-training FID."""
     from ganmodel.training.checkpoint import load_checkpoint
-    from ganmodel.training.cluster import check_resources, check_shared_storage, init_ray
+    from ganmodel.training.cluster import DATA_CPUS, check_resources, check_shared_storage, init_ray
     from ganmodel.training.identity import package_hash
     from ganmodel.training.ray_runner import JobSpec, run_trainer, ship_inputs
     from ganmodel.training.state import Context
 
     t0 = time.perf_counter()
-    init_ray(cfg)
-    check_resources(cfg)
+    loading = data_loading(cfg.data_loading, train_images)
+    data_cpus = DATA_CPUS if loading == "stream" else 0
+    init_ray(cfg, data_cpus)
+    check_resources(cfg, data_cpus=data_cpus)
     spec = JobSpec(cfg.model_dump(mode="json"), str(Path(train_images).absolute()), run_id, tracking_uri,
-                   str(Path(classifier).absolute()) if classifier else None, package_hash(), n_classes)
+                   str(Path(classifier).absolute()) if classifier else None, package_hash(), n_classes,
+                   data_loading=loading)
     storage = storage_uri(cfg.storage_path)
     check_shared_storage(storage)
     spec = ship_inputs(spec)
@@ -111,10 +129,11 @@ def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str |
     return outcome_from_state(sd, time.perf_counter() - t0, result.checkpoint.path)
 
 
-def run_local(cfg: TrainParams, images: torch.Tensor, device: str = "cpu", tracker=None,
+def run_local(cfg: TrainParams, images: Any, device: str = "cpu", tracker=None,
               evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
               labels: torch.Tensor | None = None, n_classes: int = 0) -> TrainOutcome:
-    """The same loop in this process, without Ray (tests, GPU benchmarks)."""
+    """The same loop in this process, without Ray (tests, GPU benchmarks). `images`: a uint8
+    tensor [N, C, H, W], or a `training.batches.BatchSource` that streams."""
     from ganmodel.training.loop import train
     from ganmodel.training.state import Context, state_dict
 

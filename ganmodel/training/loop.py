@@ -27,6 +27,7 @@ from ganmodel.errors import GanModelError
 from ganmodel.losses import GRADIENT_PENALTY, LOSSES, GANLoss, gradient_penalty, r1_penalty
 from ganmodel.networks import check_shape
 from ganmodel.tracking.tracker import NullTracker, Tracker
+from ganmodel.training.batches import BatchSource, MemoryBatches
 from ganmodel.training.precision import native_bf16, resolve_precision
 from ganmodel.training.state import (
     GRID_COLUMNS,
@@ -161,6 +162,23 @@ def steps_per_epoch(cfg: TrainParams, n_images: int) -> int:
     return min(steps, cfg.steps_per_epoch) if cfg.steps_per_epoch else steps
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (what `train.data_loading` bounds)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _max_across_ranks(value: float, ctx: Context) -> float:
+    if ctx.world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def _mean_across_ranks(values: torch.Tensor, ctx: Context) -> torch.Tensor:
     if ctx.world_size > 1:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
@@ -170,7 +188,7 @@ def _mean_across_ranks(values: torch.Tensor, ctx: Context) -> torch.Tensor:
 
 def train(
     cfg: TrainParams,
-    images: torch.Tensor,
+    images: torch.Tensor | BatchSource,
     ctx: Context,
     tracker: Tracker | None = None,
     report: ReportFn | None = None,
@@ -180,22 +198,26 @@ def train(
     labels: torch.Tensor | None = None,
     n_classes: int = 0,
 ) -> GanState:
-    """Train a GAN on uint8 images [N, C, H, W] for `cfg.epochs` epochs.
+    """Train a GAN for `cfg.epochs` epochs on uint8 images [N, C, H, W], or on a `BatchSource`.
 
-    `images` is the full training set, and the nets are built for its image shape; it is moved to
-    `ctx.device` once (no DataLoader, no per-step host-to-device copies) and each rank reads its
-    slice of every global batch. A
-    conditional run (`cfg.conditional`) needs the `labels` [N] and `n_classes`: each rank slices
-    the labels with the images, and G is asked for the classes of the real batch.
+    A tensor is the full training set: it is moved to `ctx.device` once (`MemoryBatches`: no
+    DataLoader, no per-step host-to-device copies) and each rank reads its slice of every global
+    batch. A `BatchSource` streams instead (`ganmodel.training.batches`). The nets are built for the
+    source's image shape. A conditional run (`cfg.conditional`) needs labels (`labels` [N] with a
+    tensor; a source carries its own) and `n_classes`: G is asked for the classes of the real batch.
     """
-    if images.ndim != 4:
-        raise ValueError(f"training images: expected shape [N, C, H, W], got {list(images.shape)}")
-    image_shape = tuple(images.shape[1:])
-    if cfg.conditional and (labels is None or labels.shape != (images.shape[0],)):
-        raise GanModelError("train.conditional: the training split has no labels for its images")
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"training images: expected shape [N, C, H, W], got {list(images.shape)}")
+        if cfg.conditional and (labels is None or labels.shape != (images.shape[0],)):
+            raise GanModelError("train.conditional: the training split has no labels for its images")
+        source: BatchSource = MemoryBatches(images, labels if cfg.conditional else None, cfg.batch_size,
+                                            ctx.rank, ctx.world_size, ctx.device)
+    else:
+        source = images
+    image_shape = tuple(source.image_shape)
     tracker = tracker or NullTracker()
-    data = images.to(ctx.device, non_blocking=True)
-    ys = labels.to(ctx.device).long() if cfg.conditional else None
+    ys = source.labels if cfg.conditional else None  # the class prior of BatchNorm recalibration
     state = build_state(cfg, ctx, n_classes, image_shape)
     if resume is not None:
         load_state_dict(state, resume, ctx)
@@ -209,13 +231,13 @@ def train(
     aug = spec.augment
     b_local = cfg.batch_size // ctx.world_size
     lo, hi = ctx.rank * b_local, (ctx.rank + 1) * b_local
-    n_steps = steps_per_epoch(cfg, data.shape[0])
+    n_steps = steps_per_epoch(cfg, len(source))
     epoch_times: list[float] = []
 
     for epoch in range(state.epoch, cfg.epochs):
         t0 = time.perf_counter()
         gen = epoch_generator(cfg.seed, epoch, ctx.device)
-        perm = torch.randperm(data.shape[0], generator=gen, device=ctx.device)
+        batches = source.epoch(epoch, gen, n_steps)
         # D and G losses summed over their own updates: with d_steps > 1, G updates on every
         # d_steps-th step only, and its mean is over those updates alone.
         d_sum = torch.zeros((), device=ctx.device)
@@ -223,13 +245,16 @@ def train(
         g_updates = 0
         unwrap(state.g).train()
         unwrap(state.d).train()
-        for i in range(n_steps):
+        i = -1
+        for i, (x, y_real) in enumerate(batches):
             # Every draw is for the global batch from the shared stream, then sliced: N ranks
             # see exactly what one rank at the global batch would.
             z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen, device=ctx.device)[lo:hi]
-            idx = perm[i * cfg.batch_size + lo : i * cfg.batch_size + hi]
-            real = to_unit_range(data[idx])
-            y = ys[idx] if ys is not None else None
+            check_shape(x, image_shape, "training batch")
+            if x.shape[0] != b_local:  # DDP: every rank must step on equal slices
+                raise GanModelError(f"train: a batch of {x.shape[0]} images, expected {b_local} per rank")
+            real = to_unit_range(x)
+            y = y_real.long() if cfg.conditional else None
             p_real = p_fake = p_g = None
             if aug is not None:
                 p_real, p_fake, p_g = (take(aug.sample(cfg.batch_size, gen, ctx.device), lo, hi)
@@ -245,10 +270,13 @@ def train(
                 if state.ema is not None:
                     update_ema(state.ema, state.g, ema_decay_at(cfg, state.step))
             state.step += 1
+        if i + 1 != n_steps:
+            raise GanModelError(f"train: the data source gave {i + 1} of the epoch's {n_steps} batches")
         sync_buffers(state, ctx)
         # An epoch shorter than d_steps has no G update: its g_loss is NaN, not a fake 0.
         g_mean = g_sum / g_updates if g_updates else torch.full((), float("nan"), device=ctx.device)
         means = _mean_across_ranks(torch.stack([d_sum / n_steps, g_mean]), ctx).tolist()
+        peak_rss = _max_across_ranks(peak_rss_mb(), ctx)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         dt = time.perf_counter() - t0
@@ -259,6 +287,7 @@ def train(
             "g_loss": means[1],
             "images_per_sec": n_steps * cfg.batch_size / dt,
             "epoch_time_s": dt,
+            "worker_peak_rss_mb": peak_rss,
         }
         state.history.append({"epoch": state.epoch, **metrics})
         # Decided from the config alone, so every rank agrees; only rank 0 has `evaluate`.

@@ -34,7 +34,7 @@ class JobSpec:
     """What the workers need, as plain data (it crosses process boundaries)."""
 
     train: dict[str, Any]
-    train_images: str  # absolute path of the prepared train split
+    train_images: str  # absolute path of the prepared train split (its directory of shards)
     run_id: str | None
     tracking_uri: str | None
     classifier: str | None = None  # the evaluation classifier: enables the in-training FID
@@ -43,35 +43,51 @@ class JobSpec:
     # The files above as object refs of their bytes (`ship_inputs`): a worker on another node does
     # not see the driver's disk. Keyed by the field name; a missing key means "read the path".
     inputs: dict[str, Any] = field(default_factory=dict)
+    # `memory`: every worker gets the train split's bytes and holds it whole; `stream`: Ray Data
+    # reads its shards where they are (`ganmodel.training.ray_data`). Resolved on the driver.
+    data_loading: str = "memory"
 
 
 INPUT_FIELDS = ("train_images", "classifier")
 
 
 def ship_inputs(spec: JobSpec) -> JobSpec:
-    """Put the driver's input files (the train split, and the classifier of the in-training FID)
-    into Ray's object store, so workers on any node get the same bytes."""
+    """Put the driver's input files (the train split's shards, unless it streams, and the classifier
+    of the in-training FID) into Ray's object store, so workers on any node get the same bytes."""
     import ray
 
-    inputs = {}
+    from ganmodel.data.shards import shard_files
+
+    inputs: dict[str, Any] = {}
     for name in INPUT_FIELDS:
-        if (path := getattr(spec, name)) is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise GanModelError(f"{p}: input file of the train stage not found")
+        streamed = name == "train_images" and spec.data_loading == "stream"  # Ray Data reads it in place
+        if (path := getattr(spec, name)) is None or streamed:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            inputs[name] = [(f.name, ray.put(f.read_bytes())) for f in shard_files(p.parent, p.name)]
+        elif p.is_file():
             inputs[name] = ray.put(p.read_bytes())
+        else:
+            raise GanModelError(f"{p}: input of the train stage not found")
     return dataclasses.replace(spec, inputs=inputs)
 
 
 def input_path(spec: JobSpec, name: str, tmp_dir: str) -> str:
     """A local path with the content of input `name`: the shipped bytes written under `tmp_dir`
-    (same file name, so loaders' messages still say which file), or the driver's path."""
+    (same file or directory name, so loaders' messages still say which), or the driver's path."""
     if name not in spec.inputs:
         return getattr(spec, name)
     import ray
 
     local = Path(tmp_dir) / Path(getattr(spec, name)).name
-    local.write_bytes(ray.get(spec.inputs[name]))
+    shipped = spec.inputs[name]
+    if isinstance(shipped, list):  # a directory of shards, written (and later read) one at a time
+        local.mkdir()
+        for file_name, ref in shipped:
+            (local / file_name).write_bytes(ray.get(ref))
+    else:
+        local.write_bytes(ray.get(shipped))
     return str(local)
 
 
@@ -106,21 +122,44 @@ def epoch_hooks(spec: str | None) -> list[Callable[[int, int], None]]:
     return hooks
 
 
-def load_job_inputs(spec: JobSpec, cfg: TrainParams, ctx) -> tuple[Any, Any]:
-    """(the train split, the quick FID or None) from the job's inputs: the FID only on rank 0 with
-    `train.eval_every` and a classifier, built on the train split's images and labels."""
-    from ganmodel.data.prepared import load_split
+def load_job_inputs(spec: JobSpec, cfg: TrainParams, ctx, dataset_shard: Any = None
+                    ) -> tuple[Any, Any, Any]:
+    """(training data, its labels, the quick FID or None) from the job's inputs.
+
+    The data is the train split as a tensor (`memory`, labels beside it), or a `BatchSource` that
+    streams it (`stream`, labels inside): this worker's Ray Data shard where the job has one
+    (`dataset_shard`), else the shards read without Ray. The quick FID runs on rank 0 with
+    `train.eval_every` and a classifier, on the train split's images and labels."""
+    from ganmodel.data.shards import ShardReader
 
     with tempfile.TemporaryDirectory(prefix="ganmodel-inputs-") as tmp:
-        train_file = Path(input_path(spec, "train_images", tmp))
-        split = load_split(train_file.parent, train_file.stem)
+        train_dir = Path(input_path(spec, "train_images", tmp))
+        reader = ShardReader(train_dir.parent, train_dir.name)
+        labels = None
+        if spec.data_loading == "stream":
+            data = _stream_source(reader, dataset_shard, cfg, ctx)
+        else:
+            data, labels = reader.read()
         evaluate = None
         if ctx.is_main and cfg.eval_every and spec.classifier:
             from ganmodel.evaluation.quick import QuickFID
 
-            evaluate = QuickFID(input_path(spec, "classifier", tmp), split.images, cfg.eval_samples,
-                                ctx.device, real_labels=split.labels)
-    return split, evaluate
+            clf = input_path(spec, "classifier", tmp)
+            # Streaming: the real statistics are accumulated from the shards, batch by batch.
+            evaluate = QuickFID(clf, reader if labels is None else data, cfg.eval_samples, ctx.device,
+                                real_labels=labels)
+    return data, labels, evaluate
+
+
+def _stream_source(reader: Any, dataset_shard: Any, cfg: TrainParams, ctx) -> Any:
+    if dataset_shard is None:
+        from ganmodel.training.batches import ShardBatches
+
+        return ShardBatches(reader, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size, ctx.device)
+    from ganmodel.training.ray_data import RayDataBatches
+
+    return RayDataBatches(dataset_shard, len(reader), reader.image_shape, reader.labels(), cfg.batch_size,
+                          cfg.seed, ctx.rank, ctx.world_size, ctx.device)
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
@@ -143,8 +182,12 @@ def _worker_loop(config: dict[str, Any]) -> None:
     hooks = epoch_hooks(os.environ.get(EPOCH_HOOKS_ENV))
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    split, evaluate = load_job_inputs(spec, cfg, ctx)
-    images = split.images
+    shard = None
+    if spec.data_loading == "stream":
+        from ganmodel.training.ray_data import DATASET
+
+        shard = ray.train.get_dataset_shard(DATASET)
+    data, labels, evaluate = load_job_inputs(spec, cfg, ctx, shard)
     tracker = (MlflowTracker(spec.run_id, spec.tracking_uri)
                if ctx.is_main and spec.run_id else NullTracker())
     placement = gather_placement(ctx)
@@ -152,15 +195,15 @@ def _worker_loop(config: dict[str, Any]) -> None:
         print("placement: " + "; ".join(
             f"rank {p['rank']} on node {p['node_id'][:12]} ({p['node_ip']}, {p['host']}, {p['device']})"
             for p in placement))
-        tracker.set_tags(placement_tags(placement))
+        tracker.set_tags({**placement_tags(placement), "data_loading.resolved": spec.data_loading})
     resume = None
     if (ckpt := ray.train.get_checkpoint()) is not None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d, ctx)
 
     report = epoch_reporter(ctx, ray.train.report, ray.train.Checkpoint, hooks)
-    train(cfg, images, ctx, tracker, report, resume, evaluate,
-          log=print if ctx.is_main else (lambda _msg: None), labels=split.labels, n_classes=spec.n_classes)
+    train(cfg, data, ctx, tracker, report, resume, evaluate,
+          log=print if ctx.is_main else (lambda _msg: None), labels=labels, n_classes=spec.n_classes)
 
 
 def check_worker_code(expected: str | None) -> None:
@@ -221,8 +264,14 @@ def run_trainer(spec: JobSpec, cfg: TrainParams, storage_path: str, run_name: st
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cpus = cpus_per_worker(cfg, resolve_address(cfg))
+    datasets = None
+    if spec.data_loading == "stream":
+        from ganmodel.training.ray_data import DATASET, train_dataset
+
+        datasets = {DATASET: train_dataset(str(Path(spec.train_images).parent), cfg.seed)}
     trainer = TorchTrainer(
         _worker_loop,
+        datasets=datasets,
         train_loop_config=spec.__dict__,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
