@@ -4,16 +4,18 @@ Labelled data gets the classifier (its test accuracy must clear the floor); the 
 (label-free, Gidaris et al. 2018) is trained where `classifier.feature_network` needs it. Which
 network ships is chosen by how widely each spreads the calibration ladder on val
 (`ganmodel/classifier/choice.py`); the choice, its reason and every ladder measured are in
-`metrics/classifier.json` and the shipped file's meta (evaluate passes them on)."""
+`metrics/classifier.json` and the shipped file's meta (evaluate passes them on). The splits are
+loaded whole or streamed in bounded batches by `train.data_loading` (the rule every stage follows)."""
 
 from __future__ import annotations
 
 import argparse
 
 from ganmodel.config import load_params, min_classifier_accuracy
-from ganmodel.data.prepared import is_labelled, load_split, read_meta
+from ganmodel.data.prepared import is_labelled, read_meta
 from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.errors import GanModelError
+from ganmodel.evaluation.sources import open_splits
 from ganmodel.io import OutputSet, write_json
 from ganmodel.tracking.runs import (
     CLASSIFIER_HASH_TAG,
@@ -45,7 +47,8 @@ def main() -> None:
     classes, labelled = meta["classes"], is_labelled(meta)
     floor = min_classifier_accuracy(params, len(classes))
     upstream = read_upstream(args.upstream, required=("prepare",))
-    splits = {s: load_split(args.prepared, s) for s in ("train", "val", "test")}
+    loading, splits = open_splits(args.prepared, params.train.data_loading)
+    print(f"classifier: data loading {loading} (train.data_loading {params.train.data_loading})")
 
     with stage_run("classifier", params.tracking.experiment, {"classifier": cfg.model_dump()},
                    upstream=run_ids(upstream), tags={DATA_HASH_TAG: meta["data_hash"]}) as run:

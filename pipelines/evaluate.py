@@ -2,14 +2,15 @@
 next to the real-vs-real floor at the same N and the calibration ladder (held-out images blurred
 by 1, 2, 4 px), plus sample grid and nearest-neighbour sheets. Metrics that need classes are
 skipped for unlabelled data, and `skipped` says so. The figures are attached to the train run's
-logged model as well, so its MLflow page shows them."""
+logged model as well, so its MLflow page shows them. The splits are loaded whole or streamed in
+bounded batches by `train.data_loading` (the rule every stage follows)."""
 
 from __future__ import annotations
 
 import argparse
 
 from ganmodel.config import load_params
-from ganmodel.data.prepared import is_labelled, load_split, read_meta
+from ganmodel.data.prepared import is_labelled, read_meta
 from ganmodel.entry import run_main, stage_wall_time_s
 from ganmodel.errors import GanModelError
 from ganmodel.io import OutputSet, write_csv, write_json
@@ -59,6 +60,7 @@ def main() -> None:
     from ganmodel.artifacts import GENERATOR, file_weights_hash, load_classifier, load_generator
     from ganmodel.evaluation.features import is_conditional
     from ganmodel.evaluation.protocol import evaluate, evaluation_code_hash, heldout
+    from ganmodel.evaluation.sources import open_splits
 
     classifier, clf_meta = load_classifier(args.classifier)
     n_classes = len(meta["classes"]) if is_labelled(meta) else 0  # what the class head must have
@@ -72,8 +74,9 @@ def main() -> None:
         logged = str(train_link.get("weights_hash", "without weights"))[:12]
         raise GanModelError(f"{args.generator}: not the generator the train run logged (run link {logged} "
                             f"vs file {gen_hash[:12]}); re-run the train stage")
-    train = load_split(args.prepared, "train")
-    held = heldout(load_split(args.prepared, "val"), load_split(args.prepared, "test"))
+    loading, splits = open_splits(args.prepared, params.train.data_loading)
+    train, held = splits["train"], heldout(splits["val"], splits["test"])
+    print(f"evaluate: data loading {loading} (train.data_loading {params.train.data_loading})")
 
     with stage_run("evaluate", params.tracking.experiment, {"evaluate": cfg.model_dump()},
                    upstream=run_ids(upstream), tags={DATA_HASH_TAG: meta["data_hash"],

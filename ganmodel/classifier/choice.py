@@ -25,8 +25,10 @@ from ganmodel.classifier.selfsup import RotationResult, train_rotation_net
 from ganmodel.classifier.training import ClassifierResult, train_classifier
 from ganmodel.config import ClassifierParams
 from ganmodel.data.prepared import Split, to_unit_range
+from ganmodel.data.shards import ShardReader
 from ganmodel.errors import GanModelError
 from ganmodel.evaluation.ladder import blur1_ratio, calibration_ladder
+from ganmodel.evaluation.sources import images_at, images_of, n_images
 from ganmodel.networks.classifier import EvalClassifier
 from ganmodel.networks.featurenet import FeatureStack
 from ganmodel.networks.selfsup import RotationNet
@@ -87,26 +89,29 @@ class Selection:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _ladder(model: nn.Module, train: Split, val: Split, seed: int) -> dict[str, float]:
-    n = min(LADDER_MAX_N, val.images.shape[0], train.images.shape[0])
-    return calibration_ladder(model, train.images, val.images, n, seed)
+def _ladder(model: nn.Module, train: Split | ShardReader, val: Split | ShardReader,
+            seed: int) -> dict[str, float]:
+    n = min(LADDER_MAX_N, n_images(val), n_images(train))
+    return calibration_ladder(model, images_of(train), images_of(val), n, seed)
 
 
-def standardised_stack(kind: str, rotation: RotationNet, classifier: EvalClassifier | None, train: Split,
-                       seed: int) -> FeatureStack:
+def standardised_stack(kind: str, rotation: RotationNet, classifier: EvalClassifier | None,
+                       train: Split | ShardReader, seed: int) -> FeatureStack:
     """A `FeatureStack` of `kind` with its means and scales fitted on (up to 5,000) train images."""
     stack = FeatureStack(kind, rotation, classifier)
-    n = min(STANDARDISE_MAX_N, train.images.shape[0])
-    idx = torch.randperm(train.images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-    stack.standardise(to_unit_range(train.images[idx]))
+    n = min(STANDARDISE_MAX_N, n_images(train))
+    idx = torch.randperm(n_images(train), generator=torch.Generator().manual_seed(seed))[:n]
+    stack.standardise(to_unit_range(images_at(train, idx)))
     return stack.eval()
 
 
-def select_feature_network(cfg: ClassifierParams, train: Split, val: Split, test: Split, n_classes: int,
-                           labelled: bool, log=print) -> Selection:
+def select_feature_network(cfg: ClassifierParams, train: Split | ShardReader, val: Split | ShardReader,
+                           test: Split | ShardReader, n_classes: int, labelled: bool, log=print) -> Selection:
     """Train what `cfg.feature_network` needs, measure each network's ladder on val and ship by
     `choose`. Labelled data always gets the classifier (its logits give the class figures, and its
-    accuracy floor is checked by the stage), whichever features ship."""
+    accuracy floor is checked by the stage), whichever features ship. Splits in memory or
+    streamed (`ganmodel.classifier.training`): a streamed one is read in batches, or by index for
+    the ladder's and the standardisation's subsets."""
     mode = cfg.feature_network
     check_mode(mode, labelled)  # before minutes of training
     ladders: dict[str, dict[str, float]] = {}

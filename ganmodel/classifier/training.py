@@ -1,10 +1,15 @@
 """Training the evaluation classifier on the real train split, with model selection on val and
 the accuracy floor checked on test (a classifier that cannot tell classes apart would make
-every feature-space metric meaningless)."""
+every feature-space metric meaningless).
+
+Each split is in memory (`Split`) or a reader streamed in bounded batches (`ShardReader`, by
+`train.data_loading`): a streamed train split is shuffled per epoch by `shuffled_batches` instead
+of one in-memory permutation, and val/test are scored batch by batch into a confusion matrix."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +19,12 @@ from torch import nn
 
 from ganmodel.config import ClassifierParams
 from ganmodel.data.prepared import Split, to_unit_range
+from ganmodel.data.shards import ShardReader
+from ganmodel.data.stream import shuffled_batches
+from ganmodel.evaluation.sources import image_shape, labels_of, n_images
 from ganmodel.networks.classifier import EvalClassifier
+
+PREDICT_BATCH = 1000
 
 
 @dataclass
@@ -56,7 +66,7 @@ def unit_images(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
     """The argmax of `model`'s output per image (eval mode)."""
     model.eval()
     return torch.cat([model(unit_images(images[i : i + batch_size])).argmax(1)
@@ -85,7 +95,12 @@ def class_weights(labels: torch.Tensor, n_classes: int, mode: str) -> torch.Tens
 
 def balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor, n_classes: int) -> float:
     """The mean over classes present in `labels` of the share of their images predicted right."""
-    cm = confusion_matrix(labels, preds, n_classes).double()
+    return balanced_from(confusion_matrix(labels, preds, n_classes))
+
+
+def balanced_from(confusion: torch.Tensor) -> float:
+    """`balanced_accuracy` from a confusion matrix (rows = true class)."""
+    cm = confusion.double()
     support = cm.sum(1)
     return float((cm.diagonal()[support > 0] / support[support > 0]).mean())
 
@@ -95,20 +110,55 @@ def fit_epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, images: 
               weight: torch.Tensor | None = None) -> float:
     """One epoch of Adam on (class-weighted) cross-entropy over shuffled, randomly shifted images;
     the mean loss."""
+    perm = torch.randperm(images.shape[0], generator=gen)
+    return fit_batches(model, opt, sched, ((images[idx], labels[idx]) for idx in perm.split(batch_size)),
+                       gen, weight)
+
+
+def fit_stream_epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, reader: ShardReader,
+                     batch_size: int, gen: torch.Generator, seed: int, epoch: int,
+                     weight: torch.Tensor | None = None) -> float:
+    """`fit_epoch` over a streamed split: epoch `epoch` of `shuffled_batches` (every image once,
+    the last batch short, as in memory), holding about `SHUFFLE_ROWS` images."""
+    return fit_batches(model, opt, sched, shuffled_batches(reader, batch_size, seed, epoch, drop_last=False),
+                       gen, weight)
+
+
+def fit_batches(model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                batches: Iterable[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator,
+                weight: torch.Tensor | None = None) -> float:
+    """One pass of Adam on (class-weighted) cross-entropy over randomly shifted (images, labels)
+    batches; the mean loss."""
     model.train()
-    n = images.shape[0]
-    perm = torch.randperm(n, generator=gen)
-    total = 0.0
-    for i in range(0, n, batch_size):
-        idx = perm[i : i + batch_size]
-        x = random_shift(unit_images(images[idx]), gen)
-        loss = F.cross_entropy(model(x), labels[idx], weight=weight)
+    total, n = 0.0, 0
+    for images, labels in batches:
+        x = random_shift(unit_images(images), gen)
+        loss = F.cross_entropy(model(x), labels, weight=weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        total += loss.item() * idx.numel()
+        total += loss.item() * labels.numel()
+        n += labels.numel()
     return total / n
+
+
+def split_confusion(model: nn.Module, reader: ShardReader, n_classes: int) -> torch.Tensor:
+    """The confusion matrix of `model` on a streamed split, batch by batch (`predict`'s batches)."""
+    cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
+    for x, y in reader.iter_batches(PREDICT_BATCH):
+        cm += confusion_matrix(y, predict(model, x), n_classes)
+    return cm
+
+
+def _val_score(model: nn.Module, val: Split | ShardReader, n_classes: int, balanced: bool) -> float:
+    """Accuracy on val, balanced when the loss is weighted (the quantity it optimises)."""
+    if isinstance(val, Split):
+        val_pred = predict(model, val.images)
+        return (balanced_accuracy(val.labels, val_pred, n_classes) if balanced
+                else (val_pred == val.labels).float().mean().item())
+    cm = split_confusion(model, val, n_classes)
+    return balanced_from(cm) if balanced else float(cm.trace()) / max(1, int(cm.sum()))
 
 
 def one_cycle(opt: torch.optim.Optimizer, lr: float, epochs: int, n: int, batch_size: int) -> Any:
@@ -120,24 +170,26 @@ def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, n_classes: int) 
     return torch.bincount(labels * n_classes + preds, minlength=n_classes**2).view(n_classes, n_classes)
 
 
-def train_classifier(cfg: ClassifierParams, train: Split, val: Split, test: Split, n_classes: int,
-                     log=print) -> ClassifierResult:
+def train_classifier(cfg: ClassifierParams, train: Split | ShardReader, val: Split | ShardReader,
+                     test: Split | ShardReader, n_classes: int, log=print) -> ClassifierResult:
     """Adam on cross-entropy, class-weighted on unbalanced data (`class_weights`); keeps the weights
-    of the best validation epoch, by balanced accuracy when weighted (the quantity it optimises)."""
+    of the best validation epoch, by balanced accuracy when weighted (the quantity it optimises).
+    Splits in memory or streamed (see the module docstring)."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = EvalClassifier(cfg.feature_dim, n_classes, tuple(train.images.shape[1:]))
-    weight = class_weights(train.labels, n_classes, cfg.class_balance)
+    model = EvalClassifier(cfg.feature_dim, n_classes, image_shape(train))
+    weight = class_weights(labels_of(train), n_classes, cfg.class_balance)  # streamed: the label column
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = one_cycle(opt, cfg.lr, cfg.epochs, train.images.shape[0], cfg.batch_size)
+    sched = one_cycle(opt, cfg.lr, cfg.epochs, n_images(train), cfg.batch_size)
     best = (-1.0, None)
     history = []
     for epoch in range(cfg.epochs):
-        loss = fit_epoch(model, opt, sched, train.images, train.labels, cfg.batch_size, gen, weight)
-        val_pred = predict(model, val.images)
-        val_acc = (balanced_accuracy(val.labels, val_pred, n_classes) if weight is not None
-                   else (val_pred == val.labels).float().mean().item())
+        if isinstance(train, Split):
+            loss = fit_epoch(model, opt, sched, train.images, train.labels, cfg.batch_size, gen, weight)
+        else:
+            loss = fit_stream_epoch(model, opt, sched, train, cfg.batch_size, gen, cfg.seed, epoch, weight)
+        val_acc = _val_score(model, val, n_classes, weight is not None)
         key = "val_balanced_accuracy" if weight is not None else "val_accuracy"
         history.append({"epoch": epoch + 1, "train_loss": loss, key: val_acc})
         log(f"classifier epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  "
@@ -146,8 +198,13 @@ def train_classifier(cfg: ClassifierParams, train: Split, val: Split, test: Spli
             best = (val_acc, {k: v.clone() for k, v in model.state_dict().items()})
     model.load_state_dict(best[1])
     model.eval()
-    preds = predict(model, test.images)
-    test_acc = (preds == test.labels).float().mean().item()
-    return ClassifierResult(model, best[0], test_acc, confusion_matrix(test.labels, preds, n_classes),
-                            history, time.perf_counter() - t0, weight is not None,
-                            balanced_accuracy(test.labels, preds, n_classes))
+    if isinstance(test, Split):
+        preds = predict(model, test.images)
+        test_acc = (preds == test.labels).float().mean().item()
+        cm = confusion_matrix(test.labels, preds, n_classes)
+        test_balanced = balanced_accuracy(test.labels, preds, n_classes)
+    else:
+        cm = split_confusion(model, test, n_classes)
+        test_acc, test_balanced = float(cm.trace()) / max(1, int(cm.sum())), balanced_from(cm)
+    return ClassifierResult(model, best[0], test_acc, cm, history, time.perf_counter() - t0,
+                            weight is not None, test_balanced)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ganmodel.classifier.training import fit_epoch, one_cycle, predict
+from ganmodel.classifier.training import PREDICT_BATCH, fit_epoch, one_cycle, predict
 from ganmodel.data.prepared import Split
+from ganmodel.data.shards import ShardReader
+from ganmodel.evaluation.sources import HeldOut
 from ganmodel.networks.classifier import EvalClassifier
 
 # The evaluation classifier's architecture and optimiser settings (params.yaml `classifier`
@@ -17,11 +19,12 @@ from ganmodel.networks.classifier import EvalClassifier
 FEATURE_DIM, LR, BATCH_SIZE = 128, 1e-3, 128
 
 
-def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor, test: Split, n_classes: int,
-                                  epochs: int, seed: int) -> float:
-    """Accuracy on `test` of a fresh classifier, built for the images' shape, trained for `epochs`
-    on `images` [N, C, H, W] (uint8, or float in [-1, 1]) with `labels` [N]; seeded, so a figure
-    repeats exactly."""
+def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor,
+                                  test: Split | ShardReader | HeldOut, n_classes: int, epochs: int,
+                                  seed: int) -> float:
+    """Accuracy on `test` (in memory, or a reader streamed in batches) of a fresh classifier, built
+    for the images' shape, trained for `epochs` on `images` [N, C, H, W] (uint8, or float in
+    [-1, 1]) with `labels` [N]; seeded, so a figure repeats exactly."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"labels: {labels.shape[0]} for {images.shape[0]} images")
     with torch.random.fork_rng(devices=[]):
@@ -32,4 +35,11 @@ def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor, te
         sched = one_cycle(opt, LR, epochs, images.shape[0], BATCH_SIZE)
         for _ in range(epochs):
             fit_epoch(model, opt, sched, images, labels.long(), BATCH_SIZE, gen)
-        return float((predict(model, test.images) == test.labels).double().mean())
+        if isinstance(test, Split):
+            return float((predict(model, test.images) == test.labels).double().mean())
+        # The batches `predict` makes of a tensor, so the same predictions; hits / n is the mean.
+        hits = n = 0
+        for x, y in test.iter_batches(PREDICT_BATCH):
+            hits += int((predict(model, x) == y).sum())
+            n += y.numel()
+        return hits / n

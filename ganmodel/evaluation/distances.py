@@ -12,6 +12,7 @@ the FID matrix square root, the unbiased MMD estimator) on our float64 features.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -70,6 +71,25 @@ def fid_metric(real: torch.Tensor) -> FrechetInceptionDistance:
     real = _as_features(real, "real features")
     metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), reset_real_features=False, **_LOCAL)
     metric.update(real, real=True)
+    return metric
+
+
+def fid_metric_batches(batches: Iterable[torch.Tensor]) -> FrechetInceptionDistance:
+    """`fid_metric` with the real features added a batch at a time ([B, D] each): torchmetrics keeps
+    only their count, sum [D] and product sum [D, D] (float64), so memory does not grow with the
+    number of real images. Equal to `fid_metric` on their concatenation up to summation order."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric, n = None, 0
+    for feats in batches:
+        feats = _as_features(feats, "real features", min_rows=1)
+        if metric is None:
+            metric = FrechetInceptionDistance(feature=Precomputed(feats.shape[1]), reset_real_features=False,
+                                              **_LOCAL)
+        metric.update(feats, real=True)
+        n += feats.shape[0]
+    if metric is None or n < 2:
+        raise GanModelError(f"real features: need at least 2 samples, got {n}")
     return metric
 
 

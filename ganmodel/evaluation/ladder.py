@@ -22,6 +22,7 @@ from torch import nn
 from ganmodel.data.prepared import to_unit_range
 from ganmodel.evaluation.distances import fid_against, fid_metric
 from ganmodel.evaluation.features import extract
+from ganmodel.evaluation.sources import HeldOut, Images, images_at, n_images
 
 BLUR_SIGMAS = (1, 2, 4)  # pixels, at the data's own resolution
 REAL = "ladder_real"
@@ -72,15 +73,18 @@ def ladder_against(model: nn.Module, reference: torch.Tensor, heldout: torch.Ten
     return out
 
 
-def calibration_ladder(model: nn.Module, train: torch.Tensor, heldout: torch.Tensor, n: int, seed: int,
+def calibration_ladder(model: nn.Module, train: Images, heldout: Images | HeldOut, n: int, seed: int,
                        batch_size: int = 500) -> dict[str, float]:
     """The ladder at N = `n`: A a seeded n-subset of `train` (seed), the rungs made of a seeded
-    n-subset of `heldout` (seed + 1), as the evaluate protocol draws its sets A and B."""
-    if not 2 <= n <= min(train.shape[0], heldout.shape[0]):
-        raise ValueError(f"ladder: n {n} must be in [2, {min(train.shape[0], heldout.shape[0])}]")
-    a = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-    b = torch.randperm(heldout.shape[0], generator=torch.Generator().manual_seed(seed + 1))[:n]
-    return ladder_against(model, extract(model, train[a], batch_size)[0], heldout[b], batch_size)
+    n-subset of `heldout` (seed + 1), as the evaluate protocol draws its sets A and B. Either is
+    uint8 images or a split's reader, of which only the 2n images drawn are read."""
+    n_train, n_held = n_images(train), n_images(heldout)
+    if not 2 <= n <= min(n_train, n_held):
+        raise ValueError(f"ladder: n {n} must be in [2, {min(n_train, n_held)}]")
+    a = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:n]
+    b = torch.randperm(n_held, generator=torch.Generator().manual_seed(seed + 1))[:n]
+    return ladder_against(model, extract(model, images_at(train, a), batch_size)[0], images_at(heldout, b),
+                          batch_size)
 
 
 def blur1_ratio(ladder: dict[str, float]) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -102,6 +103,15 @@ def assign(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return torch.cdist(x.double(), centres.double()).argmin(dim=1)
 
 
+class Cells(Protocol):
+    """The training set's k-means cells and each sample's distance to its nearest training image:
+    `TrainCells` in memory, or `ganmodel.evaluation.reference.StreamedCells` over streamed features."""
+
+    centres: torch.Tensor  # float64 [k, D]
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class TrainCells:
     """The training set's features and their k-means cells: computed once per evaluation, shared
@@ -110,6 +120,10 @@ class TrainCells:
     train: torch.Tensor  # float64 [n_train, D]
     centres: torch.Tensor  # float64 [k, D]
 
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """Distance from each row of `x` to its nearest training feature."""
+        return nearest_distances(x, self.train)
+
 
 def train_cells(train_feats: torch.Tensor, n: int, seed: int) -> TrainCells:
     """Cells for evaluating samples of size `n` (`cells_for(n)` k-means cells of the train features)."""
@@ -117,7 +131,7 @@ def train_cells(train_feats: torch.Tensor, n: int, seed: int) -> TrainCells:
     return TrainCells(train_feats.double(), kmeans(train_feats, k, seed))
 
 
-def data_copying(cells: TrainCells, test: torch.Tensor, gen: torch.Tensor,
+def data_copying(cells: Cells, test: torch.Tensor, gen: torch.Tensor,
                  min_per_cell: int = MIN_PER_CELL) -> dict[str, float]:
     """C_T of generated features `gen` (Q) against held-out real features `test` (P), and the
     median nearest-train distance ratio (see the module docstring).
@@ -125,8 +139,8 @@ def data_copying(cells: TrainCells, test: torch.Tensor, gen: torch.Tensor,
     Cells that Q or P visit fewer than `min_per_cell` times are left out (a dropped mode is what
     recall and coverage measure); if no cell qualifies, the test runs on all samples as one cell.
     Returns data_copying, train_distance_ratio and copying_cells (cells used)."""
-    l_p = nearest_distances(test, cells.train)
-    l_q = nearest_distances(gen, cells.train)
+    l_p = cells.nearest(test)
+    l_q = cells.nearest(gen)
     c_p, c_q = assign(test, cells.centres), assign(gen, cells.centres)
     z_sum = w_sum = 0.0
     used = 0

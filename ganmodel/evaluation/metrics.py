@@ -181,7 +181,8 @@ class RealSubset:
     labels: torch.Tensor
 
 
-def _subset(stats: RealStats, n: int, seed: int, what: str) -> RealSubset:
+def real_subset(stats: RealStats, n: int, seed: int, what: str) -> RealSubset:
+    """The seeded n-subset of a featurised real split (`pick`)."""
     idx = pick(stats.n, n, seed, what)
     return RealSubset(idx, stats.features[idx], stats.logits[idx], stats.labels[idx])
 
@@ -204,8 +205,8 @@ def real_sets(real_a: RealStats, real_b: RealStats, p: EvalSpec) -> RealSets:
     """A and B (see `RealSets`) from the featurised train (`real_a`) and held-out (`real_b`) splits."""
     if real_a.features.data_ptr() == real_b.features.data_ptr():
         raise GanModelError("real_sets: the two real sets are the same; use two disjoint splits")
-    return RealSets(_subset(real_a, p.n_samples, p.seed, "real reference set"),
-                    _subset(real_b, p.n_samples, p.seed + 1, "held-out real set"))
+    return RealSets(real_subset(real_a, p.n_samples, p.seed, "real reference set"),
+                    real_subset(real_b, p.n_samples, p.seed + 1, "held-out real set"))
 
 
 @dataclass(frozen=True)

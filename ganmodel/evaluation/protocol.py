@@ -23,21 +23,30 @@ from torch import nn
 from ganmodel.codebase import code_hash
 from ganmodel.config import EvaluateParams
 from ganmodel.data.prepared import Split, to_unit_range
+from ganmodel.data.shards import ShardReader
+from ganmodel.errors import GanModelError
 from ganmodel.evaluation.cas import classification_accuracy_score
 from ganmodel.evaluation.features import extract, is_conditional, sample_images
 from ganmodel.evaluation.ladder import ladder_against, ladder_position
-from ganmodel.evaluation.memorisation import data_copying, train_cells
+from ganmodel.evaluation.memorisation import data_copying
 from ganmodel.evaluation.metrics import (
     EvalSpec,
     RealSets,
     compare_generated,
     generate,
     real_floor,
-    real_sets,
     skipped_metrics,
 )
-from ganmodel.evaluation.prdc import nearest_neighbours
-from ganmodel.evaluation.realstats import REAL_BATCH, RealStats, compute_stats
+from ganmodel.evaluation.realstats import REAL_BATCH
+from ganmodel.evaluation.reference import (
+    MemoryReal,
+    MemoryTrain,
+    StreamedReal,
+    StreamedTrain,
+    real_split,
+    train_reference,
+)
+from ganmodel.evaluation.sources import HeldOut
 
 FLOOR_SUFFIX = "_floor"
 # The figures reported next to their real floor (spreads and counts have no floor of interest).
@@ -67,8 +76,13 @@ class EvaluationResult:
                 if not k.startswith(HISTOGRAM_PREFIXES) or k.endswith(FLOOR_SUFFIX)}
 
 
-def heldout(val: Split, test: Split) -> Split:
-    return Split(torch.cat([val.images, test.images]), torch.cat([val.labels, test.labels]))
+def heldout(val: Split | ShardReader, test: Split | ShardReader) -> Split | HeldOut:
+    """val then test as one split: concatenated in memory, or one reader over both."""
+    if isinstance(val, Split) and isinstance(test, Split):
+        return Split(torch.cat([val.images, test.images]), torch.cat([val.labels, test.labels]))
+    if isinstance(val, Split) or isinstance(test, Split):
+        raise TypeError("heldout: val and test must both be in memory or both be readers")
+    return HeldOut(val, test)
 
 
 def class_histogram_rows(metrics: dict[str, float], class_names: list[str],
@@ -118,19 +132,24 @@ def eval_spec(cfg: EvaluateParams) -> EvalSpec:
                     metrics=tuple(cfg.metrics))
 
 
-def _copying(stats_a: RealStats, sets: RealSets, gen_feats: torch.Tensor, seed: int) -> tuple[dict, dict]:
+Train = MemoryTrain | StreamedTrain
+Held = MemoryReal | StreamedReal
+
+
+def _copying(train: Train, sets: RealSets, gen_feats: torch.Tensor, seed: int) -> tuple[dict, dict]:
     """`data_copying` of the generated sample (Q) against set B (P), and its floor: the same test
     with one half of B in the generator's place and the other half as P (at N/2 each, since a
     disjoint second held-out set of N is not always there: the null statistic is about 0 at any N)."""
-    cells = train_cells(stats_a.features, sets.b.feats.shape[0], seed)
+    cells = train.cells(sets.b.feats.shape[0], seed)
     gen = data_copying(cells, sets.b.feats, gen_feats)
     half = sets.b.feats.shape[0] // 2
     floor = data_copying(cells, sets.b.feats[:half], sets.b.feats[half:])
     return gen, floor
 
 
-def evaluate(generator: nn.Module, classifier: nn.Module, train: Split, held: Split,
-             cfg: EvaluateParams, class_names: list[str], nn_k: int = 5) -> EvaluationResult:
+def evaluate(generator: nn.Module, classifier: nn.Module, train: Split | ShardReader,
+             held: Split | HeldOut, cfg: EvaluateParams, class_names: list[str],
+             nn_k: int = 5) -> EvaluationResult:
     """All metrics for `generator` under the `evaluate` protocol, with the floor and ratios.
 
     The generator and the floor are treated alike (`RealSets`): both are compared with reference A
@@ -138,27 +157,43 @@ def evaluate(generator: nn.Module, classifier: nn.Module, train: Split, held: Sp
     labels. CAS trains on the generated images and, for the floor, on A's real images; both are
     tested on the whole held-out split. Memorisation compares both with the whole train split.
     `classifier` is any feature network (`ganmodel.networks.featurenet`); without a class head
-    (unlabelled data) the metrics that need classes are skipped (`EvaluationResult.skipped`)."""
+    (unlabelled data) the metrics that need classes are skipped (`EvaluationResult.skipped`).
+
+    `train` and `held` are in memory (`Split`) or readers (`ShardReader`, `HeldOut`): a reader is
+    streamed in bounded batches (`ganmodel.evaluation.reference`), never loaded whole, and gives
+    the same figures up to float summation order."""
     if classifier.n_classes and len(class_names) != classifier.n_classes:
         raise ValueError(f"class_names: {len(class_names)} names, the classifier has {classifier.n_classes}")
+    if train is held:
+        raise GanModelError("evaluate: train and held-out are the same split; use two disjoint splits")
     t0 = time.perf_counter()
     spec = eval_spec(cfg)
     skipped = skipped_metrics(spec.metrics, classifier.n_classes > 0, is_conditional(generator))
     spec = replace(spec, metrics=tuple(m for m in spec.metrics if m not in skipped))
-    stats_a = compute_stats(classifier, train.images, train.labels)
-    stats_b = compute_stats(classifier, held.images, held.labels)
-    sets = real_sets(stats_a, stats_b, spec)
+    ref = train_reference(classifier, train)
+    try:
+        return _evaluate(generator, classifier, ref, real_split(classifier, held), cfg, spec, class_names,
+                         skipped, nn_k, t0)
+    finally:
+        ref.close()  # a streamed train split's feature file
+
+
+def _evaluate(generator: nn.Module, classifier: nn.Module, train: Train, held: Held, cfg: EvaluateParams,
+              spec: EvalSpec, class_names: list[str], skipped: dict[str, str], nn_k: int,
+              t0: float) -> EvaluationResult:
+    sets = RealSets(train.subset(spec.n_samples, spec.seed, "real reference set"),
+                    held.subset(spec.n_samples, spec.seed + 1, "held-out real set"))
     sample = generate(generator, classifier, sets, spec)
     gen = compare_generated(sample, sets, spec)
     floor = real_floor(sets, spec)
     if sample.labels is not None and "cas" in spec.metrics:
         n_classes = classifier.n_classes
-        gen["cas"] = classification_accuracy_score(sample.images, sample.labels, held, n_classes,
+        gen["cas"] = classification_accuracy_score(sample.images, sample.labels, held.test_set, n_classes,
                                                    cfg.cas_epochs, spec.seed)
-        floor["cas"] = classification_accuracy_score(train.images[sets.a.index], sets.a.labels, held,
+        floor["cas"] = classification_accuracy_score(train.images(sets.a.index), sets.a.labels, held.test_set,
                                                      n_classes, cfg.cas_epochs, spec.seed)
     if "data_copying" in spec.metrics:
-        copy_gen, copy_floor = _copying(stats_a, sets, sample.feats, spec.seed)
+        copy_gen, copy_floor = _copying(train, sets, sample.feats, spec.seed)
         gen.update(copy_gen)
         floor.update(copy_floor)
     metrics = dict(gen)
@@ -168,26 +203,26 @@ def evaluate(generator: nn.Module, classifier: nn.Module, train: Split, held: Sp
     # No KID ratio: the unbiased KID estimate of two real sets can be <= 0.
     metrics["fid_ratio"] = gen["fid"] / max(floor["fid"], 1e-12)
     # The ladder's rungs are B blurred; its floor is B itself, the very fid_floor above.
-    ladder = ladder_against(classifier, sets.a.feats, held.images[sets.b.index], REAL_BATCH, sets.b.feats)
+    ladder = ladder_against(classifier, sets.a.feats, held.images(sets.b.index), REAL_BATCH, sets.b.feats)
     metrics.update(ladder)
     metrics["eval_seed"] = cfg.seed
 
     grid, grid_cols = sample_grid(generator, cfg.grid_size, cfg.seed, cfg.batch_size)
-    sheet = neighbour_sheet(generator, classifier, train, stats_a, sets.b.labels[:cfg.nn_rows], cfg, nn_k)
+    sheet = neighbour_sheet(generator, classifier, train, sets.b.labels[:cfg.nn_rows], cfg, nn_k)
     metrics["eval_time_s"] = time.perf_counter() - t0
     rows = class_histogram_rows(gen, class_names, floor)
     position = ladder_position(gen["fid"], ladder)
     return EvaluationResult(metrics, grid, sheet, nn_k + 1, rows, grid_cols, position, skipped)
 
 
-def neighbour_sheet(generator: nn.Module, classifier: nn.Module, train: Split, stats_a: RealStats,
-                    labels: torch.Tensor, cfg: EvaluateParams, nn_k: int) -> torch.Tensor:
+def neighbour_sheet(generator: nn.Module, classifier: nn.Module, train: Train, labels: torch.Tensor,
+                    cfg: EvaluateParams, nn_k: int) -> torch.Tensor:
     """`cfg.nn_rows` generated images (asked for `labels` when conditional), each followed by its
     `nn_k` nearest train images in feature space: memorisation at a glance."""
     rows = sample_images(generator, cfg.nn_rows, cfg.seed + 1, cfg.batch_size,
                          labels if is_conditional(generator) else None)
     feats, _ = extract(classifier, rows, cfg.batch_size)
-    idx = nearest_neighbours(feats, stats_a.features, k=nn_k)
+    idx = train.neighbours(feats, nn_k)
     shape = tuple(rows.shape[1:])
-    real = to_unit_range(train.images[idx.flatten()]).view(cfg.nn_rows, nn_k, *shape)
+    real = to_unit_range(train.images(idx.flatten())).view(cfg.nn_rows, nn_k, *shape)
     return torch.cat([rows.view(cfg.nn_rows, 1, *shape), real], dim=1).view(-1, *shape)

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from ganmodel.artifacts import load_classifier
+from ganmodel.data.shards import ShardReader
 from ganmodel.errors import GanModelError
-from ganmodel.evaluation.distances import fid_against, fid_metric
+from ganmodel.evaluation.distances import fid_against, fid_metric, fid_metric_batches
 from ganmodel.evaluation.features import extract, is_conditional, proportional_labels, sample_images
-from ganmodel.evaluation.realstats import compute_stats
+from ganmodel.evaluation.realstats import REAL_BATCH, compute_stats
 
 # Fixed, so successive epochs are compared on the same z: the curve then moves only with the
 # weights, not with sampling noise. Distinct from evaluate.seed, so the final report is not
@@ -26,22 +27,35 @@ class QuickFID:
     images with a fixed seed and adds only their features to a torchmetrics FID that keeps the
     real part. With few samples FID is biased upwards (Chong & Forsyth 2020), so compare these
     values with each other, not with the final evaluation at a larger N.
+
+    `real_images` is the train split's uint8 tensor, or its `ShardReader`: then the real part is
+    accumulated batch by batch (memory bounded by `REAL_BATCH`, not by the split), and the labels
+    default to the reader's (`real_labels` overrides them). Both give the same FID up to float64
+    summation order.
     """
 
-    def __init__(self, classifier_path: str | os.PathLike[str], real_images: torch.Tensor,
+    def __init__(self, classifier_path: str | os.PathLike[str], real_images: torch.Tensor | ShardReader,
                  n_samples: int, device: str | torch.device = "cpu", batch_size: int = 500,
                  real_labels: torch.Tensor | None = None) -> None:
         if n_samples < 2:
             raise GanModelError(f"train.eval_samples: FID needs at least 2 samples, got {n_samples}")
         self.device = torch.device(device)
         self.classifier, _ = load_classifier(classifier_path, self.device)
-        labels = real_labels if real_labels is not None else torch.zeros(len(real_images), dtype=torch.long)
-        stats = compute_stats(self.classifier, real_images, labels, self.device)
         self.n_samples, self.batch_size = n_samples, batch_size
+        if isinstance(real_images, ShardReader):
+            if real_labels is None:  # the label column alone: 8 bytes an image
+                real_labels = real_images.labels()
+            labels = real_labels
+            self._metric = fid_metric_batches(extract(self.classifier, x, REAL_BATCH, self.device)[0]
+                                              for x, _ in real_images.iter_batches(REAL_BATCH))
+        else:
+            labels = (real_labels if real_labels is not None
+                      else torch.zeros(len(real_images), dtype=torch.long))
+            stats = compute_stats(self.classifier, real_images, labels, self.device)
+            self._metric = fid_metric(stats.features)
         # A conditional generator is asked for classes in the real proportions (fixed, like z).
         self._labels = (proportional_labels(labels, min(n_samples, labels.shape[0]), QUICK_SEED)
                         if real_labels is not None else None)
-        self._metric = fid_metric(stats.features)
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         labels = None
