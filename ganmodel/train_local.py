@@ -112,12 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     from ganmodel.training.job import check_labels_fit, data_loading
 
+    if args.data_loading and not args.prepared:
+        raise GanModelError("--data-loading: needs --prepared DIR (the shards it reads); only memory "
+                            "builds mnist5k on the fly")
     if args.prepared and data_loading(cfg.data_loading, Path(args.prepared) / "train") == "stream":
-        from ganmodel.data.prepared import open_split, read_meta
+        from ganmodel.data.prepared import image_shape, open_split, read_meta
         from ganmodel.training.batches import ShardBatches
 
         meta = read_meta(args.prepared)
-        data_meta = {k: meta[k] for k in ("dataset", "data_hash", "classes", "image_shape")}
+        data_meta = {"dataset": meta["dataset"], "data_hash": meta["data_hash"], "classes": meta["classes"],
+                     "image_shape": list(image_shape(meta))}
         data = ShardBatches(open_split(args.prepared, "train"), cfg.batch_size, cfg.seed, device=args.device)
         labels, n_images = None, len(data)
     else:

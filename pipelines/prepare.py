@@ -1,5 +1,5 @@
-"""DVC stage `prepare`: raw dataset (built-in, or a folder/archive of images) -> one compact uint8
-tensor file per split + content hash."""
+"""DVC stage `prepare`: raw dataset (built-in, or a folder/archive of images) -> Parquet shards per
+split (uint8 images and labels) + content hash."""
 
 from __future__ import annotations
 

@@ -183,7 +183,8 @@ def test_check_shared_storage_with_an_injected_node_check(tmp_path: Path) -> Non
     def reads_on(readers: set[str]):
         def check(ns, marker, token, timeout):
             seen.append((marker, token))
-            assert Path(marker).read_text() == token  # the driver wrote it under the storage path
+            # The driver wrote it under the storage path; the token is what each node must read back.
+            assert ray_cluster.head_digest(marker) == token and len(Path(marker).read_text()) == 32
             assert Path(marker).parent == tmp_path / "ckpt"
             return [n["NodeID"] in readers for n in ns]
         return check
@@ -200,6 +201,31 @@ def test_check_shared_storage_with_an_injected_node_check(tmp_path: Path) -> Non
 
     check_shared_storage("s3://bucket/ckpt", nodes, never)  # URIs are shared by construction
     check_shared_storage(str(tmp_path / "one"), nodes[:1], never)  # a single node shares its disk
+
+
+def test_check_shared_input_with_an_injected_node_check(tmp_path: Path) -> None:
+    from ganmodel.training.cluster import check_shared_input, head_digest
+
+    shard = tmp_path / "part-00000.parquet"
+    shard.write_bytes(b"PAR1" + bytes(100))
+    nodes = [{"NodeID": "a" * 20, "NodeManagerAddress": "10.0.0.1"},
+             {"NodeID": "b" * 20, "NodeManagerAddress": "10.0.0.2"}]
+    seen = []
+
+    def same(ns, path, token, timeout):
+        seen.append((path, token))
+        return [True, True]
+
+    check_shared_input(str(shard), "train.data_loading", nodes, same)
+    assert seen == [(str(shard), head_digest(str(shard)))]
+    with pytest.raises(GanModelError) as err:
+        check_shared_input(str(shard), "train.data_loading", nodes, lambda *a: [True, False])
+    msg = str(err.value)
+    assert msg.startswith("train.data_loading: stream reads") and "1 of 2 Ray nodes" in msg
+    assert "bbbbbbbbbbbb" in msg
+    assert "\n" not in msg
+    # One node: nothing to share.
+    check_shared_input(str(shard), "train.data_loading", nodes[:1], lambda *a: [False])
 
 
 def test_placement_tags() -> None:

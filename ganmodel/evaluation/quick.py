@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -14,6 +15,8 @@ from ganmodel.evaluation.distances import fid_against, fid_metric, fid_metric_ba
 from ganmodel.evaluation.features import extract, is_conditional, proportional_labels, sample_images
 from ganmodel.evaluation.realstats import REAL_BATCH, compute_stats
 
+# Streamed splits: the real statistics of the quick FID come from at most this many train images.
+QUICK_REAL_MAX = 50_000
 # Fixed, so successive epochs are compared on the same z: the curve then moves only with the
 # weights, not with sampling noise. Distinct from evaluate.seed, so the final report is not
 # measured on the very z the training run was monitored with.
@@ -46,8 +49,12 @@ class QuickFID:
             if real_labels is None:  # the label column alone: 8 bytes an image
                 real_labels = real_images.labels()
             labels = real_labels
+            # At most QUICK_REAL_MAX images, the first in stored order (the splits are stored
+            # shuffled, so a uniform sample): rank 0 featurises them while the other ranks wait
+            # in their first collective, which must not outlast the process group's timeout.
+            batches = itertools.islice(real_images.iter_batches(REAL_BATCH), -(-QUICK_REAL_MAX // REAL_BATCH))
             self._metric = fid_metric_batches(extract(self.classifier, x, REAL_BATCH, self.device)[0]
-                                              for x, _ in real_images.iter_batches(REAL_BATCH))
+                                              for x, _ in batches)
         else:
             labels = (real_labels if real_labels is not None
                       else torch.zeros(len(real_images), dtype=torch.long))

@@ -198,7 +198,13 @@ def _run(params: Any, raw_train: dict[str, Any], trials: list[Trial], paths: Swe
     from ganmodel.sweep.progress import LAST_STATUSES, Progress, unfinished
     from ganmodel.sweep.trial import TrialSetup, run_trial
     from ganmodel.tracking.sweeps import reopen_sweep_run, start_sweep_run
-    from ganmodel.training.cluster import DATA_CPUS, check_resources, check_shared_storage, init_ray
+    from ganmodel.training.cluster import (
+        DATA_CPUS,
+        check_resources,
+        check_shared_input,
+        check_shared_storage,
+        init_ray,
+    )
     from ganmodel.training.identity import package_hash
     from ganmodel.training.job import data_loading, storage_uri
     from ganmodel.training.ray_runner import JobSpec, ship_inputs
@@ -212,6 +218,11 @@ def _run(params: Any, raw_train: dict[str, Any], trials: list[Trial], paths: Swe
     data_cpus = DATA_CPUS if loading == "stream" and trial_cfg.num_workers > 1 else 0
     init_ray(trial_cfg, data_cpus)
     check_resources(trial_cfg, keys=RESOURCE_KEYS, data_cpus=data_cpus)
+    if loading == "stream":
+        from ganmodel.data.shards import shard_files
+
+        d = Path(inputs["train"])
+        check_shared_input(str(shard_files(d.parent, d.name)[0]), "train.data_loading")
     storage = storage_uri(params.train.storage_path)
     check_shared_storage(storage)
     if state is None:

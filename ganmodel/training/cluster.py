@@ -143,7 +143,7 @@ def check_resources(cfg: TrainParams, nodes: list[dict[str, Any]] | None = None,
     if have >= cfg.num_workers:
         msg = (f"train.data_loading: streaming needs {data_cpus} CPU for Ray Data's reads besides the "
                f"{cfg.num_workers} workers' {per} each, but the Ray cluster has {cpus} CPUs; use fewer "
-               "train.num_workers or train.cpus_per_worker, or train.data_loading: memory")
+               f"{keys[0]} or train.cpus_per_worker, or train.data_loading: memory")
         raise GanModelError(msg)
     gpus = sum(int(n.get("Resources", {}).get("GPU", 0)) for n in nodes)
     what = f"{per} CPU{'s' if per > 1 else ''}" + (" and 1 GPU" if cfg.use_gpu else "")
@@ -161,18 +161,26 @@ def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def head_digest(path: str) -> str | None:
+    """sha256 of a file's first 64 KiB (None where it cannot be read): what a node must see alike."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(1 << 16)).hexdigest()
+    except OSError:
+        return None
+
+
 def _nodes_can_read(nodes: list[dict[str, Any]], marker: str, token: str, timeout: float) -> list[bool]:
-    """For each node, run a task pinned to it (hard node affinity) that reads the marker file."""
+    """For each node, run a task pinned to it (hard node affinity) that reads the file `marker`;
+    `token` is its `head_digest` on the driver."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0, max_retries=0)
     def read_marker(path: str) -> str | None:
-        try:
-            with open(path) as f:
-                return f.read()
-        except OSError:
-            return None
+        return head_digest(path)
 
     refs = [read_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
             .remote(marker) for n in nodes]
@@ -205,7 +213,7 @@ def check_shared_storage(storage: str, nodes: list[dict[str, Any]] | None = None
     marker = root / f".ganmodel-shared-{token[:12]}"
     marker.write_text(token)
     try:
-        ok = check(nodes, str(marker), token, timeout)
+        ok = check(nodes, str(marker), head_digest(str(marker)) or "", timeout)
         missing = [n for n, good in zip(nodes, ok, strict=True) if not good]
     finally:
         marker.unlink(missing_ok=True)
@@ -216,3 +224,24 @@ def check_shared_storage(storage: str, nodes: list[dict[str, Any]] | None = None
             f"Ray nodes cannot read a file the driver wrote there ({where}); use a directory mounted "
             f"on every node (NFS, EFS, a shared volume) or a URI such as s3://bucket/path"
         )
+
+
+def check_shared_input(path: str, key: str, nodes: list[dict[str, Any]] | None = None,
+                       node_check: NodeCheck | None = None, timeout: float = 60.0) -> None:
+    """On a multi-node cluster, refuse an input file that some node does not see with the same
+    content at the same path: streamed data is read in place by tasks on any node (`key` is the
+    param that chose streaming)."""
+    if is_uri(path):
+        return
+    nodes = _alive_nodes() if nodes is None else nodes
+    if len(nodes) < 2:
+        return
+    check = node_check or _nodes_can_read
+    ok = check(nodes, path, head_digest(path) or "", timeout)
+    missing = [n for n, good in zip(nodes, ok, strict=True) if not good]
+    if missing:
+        where = ", ".join(f"{n['NodeID'][:12]} ({n.get('NodeManagerAddress', '?')})" for n in missing)
+        raise GanModelError(
+            f"{key}: stream reads {path} in place on every node, but {len(missing)} of {len(nodes)} Ray "
+            f"nodes cannot read it ({where}); put data/prepared on storage every node mounts, or use "
+            f"{key}: memory (the split is then shipped through the object store)")

@@ -98,7 +98,13 @@ def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str |
     """Train with Ray Train's TorchTrainer as Ray run `run_name` (see `training.identity`) and
     return the outcome from the final checkpoint. `classifier` enables the in-training FID."""
     from ganmodel.training.checkpoint import load_checkpoint
-    from ganmodel.training.cluster import DATA_CPUS, check_resources, check_shared_storage, init_ray
+    from ganmodel.training.cluster import (
+        DATA_CPUS,
+        check_resources,
+        check_shared_input,
+        check_shared_storage,
+        init_ray,
+    )
     from ganmodel.training.identity import package_hash
     from ganmodel.training.ray_runner import JobSpec, run_trainer, ship_inputs
     from ganmodel.training.state import Context
@@ -108,6 +114,11 @@ def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str |
     data_cpus = DATA_CPUS if loading == "stream" else 0
     init_ray(cfg, data_cpus)
     check_resources(cfg, data_cpus=data_cpus)
+    if loading == "stream":
+        from ganmodel.data.shards import shard_files
+
+        d = Path(train_images)
+        check_shared_input(str(shard_files(d.parent, d.name)[0].absolute()), "train.data_loading")
     spec = JobSpec(cfg.model_dump(mode="json"), str(Path(train_images).absolute()), run_id, tracking_uri,
                    str(Path(classifier).absolute()) if classifier else None, package_hash(), n_classes,
                    data_loading=loading)

@@ -10,7 +10,8 @@ What holds under `stream` (tests/test_stream_train.py, tests/test_cluster.py):
   of an equal split and of `drop_last` (fewer than `world_size * (1 + batch_size / world_size)`).
 - Every rank takes the same number of steps (`steps_per_epoch` of the global count).
 - The order is random per epoch: shard files are shuffled (seeded by `train.seed` and the epoch's
-  execution), rows within a window of `SHUFFLE_ROWS` per rank (seeded by seed, epoch and rank).
+  execution), rows within a window of `SHUFFLE_BATCHES` batches per rank (seeded by seed, epoch
+  and rank).
   Which rows reach which rank depends on the order reads finish, so unlike `memory` a stream run
   is not bitwise reproducible; noise and augmentation still come from the (seed, epoch) stream.
 - A resumed run continues from its last epoch checkpoint and re-reads that epoch from its start:
@@ -27,11 +28,14 @@ import numpy as np
 import torch
 
 from ganmodel.data.shards import IMAGE, LABEL, ShardReader, image_array, shard_files
-from ganmodel.data.stream import SHUFFLE_ROWS, epoch_seed
+from ganmodel.data.stream import epoch_seed
 from ganmodel.training.batches import Batch
 
 DATASET = "train"  # the name workers ask `ray.train.get_dataset_shard` for
 PREFETCH_BATCHES = 4
+# Rows shuffle within a window of this many batches per rank, after the shard files are shuffled:
+# memory per worker stays a few batches (12 MB at 64 px and batch 64), whatever the data.
+SHUFFLE_BATCHES = 16
 
 
 def _decode(batch, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
@@ -41,16 +45,16 @@ def _decode(batch, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
             LABEL: batch.column(LABEL).to_numpy().astype(np.int64, copy=False)}
 
 
-def train_dataset(prepared_dir: str, seed: int) -> Any:
-    """The train split as a lazily read `ray.data.Dataset` of {image, label} rows."""
+def train_dataset(prepared_dir: str, seed: int, split: str = DATASET) -> Any:
+    """Split `split` (the train split) as a lazily read `ray.data.Dataset` of {image, label} rows."""
     import ray.data
     from ray.data import FileShuffleConfig
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # one bar per operator per epoch, redrawn every second
     ctx.print_on_execution_start = False
-    reader = ShardReader(prepared_dir, DATASET)
-    files = [str(f.absolute()) for f in shard_files(prepared_dir, DATASET)]
+    reader = ShardReader(prepared_dir, split)
+    files = [str(f.absolute()) for f in shard_files(prepared_dir, split)]
     # Its tasks need a CPU the workers do not hold (`cluster.DATA_CPUS`): Ray Data does not start a
     # read, not even the file listing, without one (measured: it waits forever, even at num_cpus=0).
     ds = ray.data.read_parquet(files, columns=[IMAGE, LABEL], shuffle=FileShuffleConfig(seed=seed))
@@ -74,6 +78,6 @@ class RayDataBatches:
     def epoch(self, epoch: int, gen: torch.Generator, n_steps: int) -> Iterator[Batch]:
         it = self.shard.iter_torch_batches(
             batch_size=self.b_local, drop_last=True, prefetch_batches=PREFETCH_BATCHES, device=self.device,
-            local_shuffle_buffer_size=max(SHUFFLE_ROWS // self.world_size, self.b_local),
+            local_shuffle_buffer_size=SHUFFLE_BATCHES * self.b_local,
             local_shuffle_seed=epoch_seed(self.seed, epoch) * 1009 + self.rank)
         return (( b[IMAGE], b[LABEL]) for _, b in zip(range(n_steps), it, strict=False))

@@ -268,7 +268,8 @@ def run_trainer(spec: JobSpec, cfg: TrainParams, storage_path: str, run_name: st
     if spec.data_loading == "stream":
         from ganmodel.training.ray_data import DATASET, train_dataset
 
-        datasets = {DATASET: train_dataset(str(Path(spec.train_images).parent), cfg.seed)}
+        train_dir = Path(spec.train_images)
+        datasets = {DATASET: train_dataset(str(train_dir.parent), cfg.seed, train_dir.name)}
     trainer = TorchTrainer(
         _worker_loop,
         datasets=datasets,
