@@ -195,32 +195,39 @@ def _nodes_can_read(nodes: list[dict[str, Any]], marker: str, token: str, timeou
 NodeCheck = Callable[[list[dict[str, Any]], str, str, float], list[bool]]
 
 
+def _unreadable_on(path: str, nodes: list[dict[str, Any]] | None, node_check: NodeCheck | None,
+                   timeout: float) -> tuple[list[dict[str, Any]], int, str]:
+    """(the alive nodes that do not read `path` as the driver does, how many nodes there are, their
+    names); no probe where there is a single node, which shares its own disk."""
+    nodes = _alive_nodes() if nodes is None else nodes
+    if len(nodes) < 2:
+        return [], len(nodes), ""
+    ok = (node_check or _nodes_can_read)(nodes, path, head_digest(path) or "", timeout)
+    missing = [n for n, good in zip(nodes, ok, strict=True) if not good]
+    return missing, len(nodes), ", ".join(f"{n['NodeID'][:12]} ({n.get('NodeManagerAddress', '?')})"
+                                          for n in missing)
+
+
 def check_shared_storage(storage: str, nodes: list[dict[str, Any]] | None = None,
                          node_check: NodeCheck | None = None, timeout: float = 60.0) -> None:
     """On a multi-node cluster, refuse a local `storage_path` that is not the same directory on
     every node: workers write checkpoints there and the driver reads them back, so a path local to
     each node silently loses checkpoints (and resumes). The driver writes a marker file under the
     path; a task pinned to each alive node must read it back. URIs (s3://, gs://) pass."""
-    if is_uri(storage):
+    if is_uri(storage) or len(nodes := _alive_nodes() if nodes is None else nodes) < 2:
         return
-    nodes = _alive_nodes() if nodes is None else nodes
-    if len(nodes) < 2:
-        return
-    check = node_check or _nodes_can_read
     root = Path(storage.removeprefix("file://"))
     root.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
     marker = root / f".ganmodel-shared-{token[:12]}"
     marker.write_text(token)
     try:
-        ok = check(nodes, str(marker), head_digest(str(marker)) or "", timeout)
-        missing = [n for n, good in zip(nodes, ok, strict=True) if not good]
+        missing, total, where = _unreadable_on(str(marker), nodes, node_check, timeout)
     finally:
         marker.unlink(missing_ok=True)
     if missing:
-        where = ", ".join(f"{n['NodeID'][:12]} ({n.get('NodeManagerAddress', '?')})" for n in missing)
         raise GanModelError(
-            f"train.storage_path: {str(root)!r} is not shared storage: {len(missing)} of {len(nodes)} "
+            f"train.storage_path: {str(root)!r} is not shared storage: {len(missing)} of {total} "
             f"Ray nodes cannot read a file the driver wrote there ({where}); use a directory mounted "
             f"on every node (NFS, EFS, a shared volume) or a URI such as s3://bucket/path"
         )
@@ -233,15 +240,9 @@ def check_shared_input(path: str, key: str, nodes: list[dict[str, Any]] | None =
     param that chose streaming)."""
     if is_uri(path):
         return
-    nodes = _alive_nodes() if nodes is None else nodes
-    if len(nodes) < 2:
-        return
-    check = node_check or _nodes_can_read
-    ok = check(nodes, path, head_digest(path) or "", timeout)
-    missing = [n for n, good in zip(nodes, ok, strict=True) if not good]
+    missing, total, where = _unreadable_on(path, nodes, node_check, timeout)
     if missing:
-        where = ", ".join(f"{n['NodeID'][:12]} ({n.get('NodeManagerAddress', '?')})" for n in missing)
         raise GanModelError(
-            f"{key}: stream reads {path} in place on every node, but {len(missing)} of {len(nodes)} Ray "
+            f"{key}: stream reads {path} in place on every node, but {len(missing)} of {total} Ray "
             f"nodes cannot read it ({where}); put data/prepared on storage every node mounts, or use "
             f"{key}: memory (the split is then shipped through the object store)")
