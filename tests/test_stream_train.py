@@ -133,3 +133,23 @@ def test_the_train_stage_streams_with_ray_data(tmp_path: Path, monkeypatch: pyte
     assert [h["epoch"] for h in out.history] == [1, 2]
     assert all(math.isfinite(h["fid"]) and math.isfinite(h["d_loss"]) for h in out.history)
     assert out.history[-1]["worker_peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("batch", [1, 7, 13, 50, 500])
+def test_batches_in_order_cross_row_groups_shards_and_splits(tmp_path: Path, batch: int) -> None:
+    """`ShardReader.iter_batches` and `HeldOut` (val then test) give the rows in stored order, in
+    batches of exactly `batch` (the last shorter), across row groups, shards and the two splits."""
+    from ganmodel.evaluation.sources import HeldOut
+
+    g = torch.Generator().manual_seed(2)
+    for name, n in (("val", 137), ("test", 91)):
+        x = torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=g)
+        shards.write_split(tmp_path, name, x, torch.arange(n), shard_bytes=16 * 40, row_group_bytes=16 * 13)
+    val, test = open_split(tmp_path, "val"), open_split(tmp_path, "test")
+    (vx, vy), (tx, ty) = val.read(), test.read()
+    held = HeldOut(val, test)
+    for batches, x, y in ((list(val.iter_batches(batch)), vx, vy),
+                          (list(held.iter_batches(batch)), torch.cat([vx, tx]), torch.cat([vy, ty]))):
+        assert [len(b) for b, _ in batches] == [min(batch, len(x) - i) for i in range(0, len(x), batch)]
+        assert torch.equal(torch.cat([b for b, _ in batches]), x)
+        assert torch.equal(torch.cat([c for _, c in batches]), y)

@@ -19,7 +19,7 @@ bytes, and so not its content hash (`prepared.data_hash`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -161,22 +161,7 @@ class ShardReader:
     def iter_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The split in stored order as (uint8 images [<=batch_size, C, H, W], int64 labels) batches
         of exactly `batch_size` rows (the last may be shorter): holds about one batch and one row group."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        buf_x: list[np.ndarray] = []
-        buf_y: list[np.ndarray] = []
-        have = 0
-        for x, y in self.iter_groups():
-            buf_x.append(x)
-            buf_y.append(y)
-            have += len(x)
-            while have >= batch_size:
-                bx, by = np.concatenate(buf_x), np.concatenate(buf_y)
-                yield torch.from_numpy(bx[:batch_size]), torch.from_numpy(by[:batch_size])
-                buf_x, buf_y = [bx[batch_size:]], [by[batch_size:]]
-                have -= batch_size
-        if have:  # np.concatenate always copies: the tensors own writable memory
-            yield torch.from_numpy(np.concatenate(buf_x)), torch.from_numpy(np.concatenate(buf_y))
+        return rebatch(self.iter_groups(), batch_size)
 
     def read(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split: images uint8 [N, C, H, W] and labels int64 [N], filled group by group into
@@ -207,6 +192,30 @@ class ShardReader:
                 images[hit] = x[idx[hit] - start]
                 labels[hit] = y[idx[hit] - start]
         return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def rebatch(chunks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) chunks of any sizes, in order, as batches of exactly `batch_size` rows (the
+    last may be shorter). Each buffered run is concatenated once (a copy: the tensors own writable
+    memory) and cut into all the full batches it holds; about one batch plus one chunk is held."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    have = 0
+    for x, y in chunks:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+        have += len(x)
+        if have >= batch_size:
+            bx, by = np.concatenate(xs), np.concatenate(ys)
+            full = have // batch_size * batch_size
+            for i in range(0, full, batch_size):
+                yield torch.from_numpy(bx[i : i + batch_size]), torch.from_numpy(by[i : i + batch_size])
+            xs, ys, have = [bx[full:]], [by[full:]], have - full
+    if have:
+        yield torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
 def to_table(images: np.ndarray, labels: np.ndarray):

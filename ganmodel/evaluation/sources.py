@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ganmodel.data.prepared import SPLITS, Split, load_split, open_split
-from ganmodel.data.shards import ShardReader
+from ganmodel.data.shards import ShardReader, rebatch
 from ganmodel.data.stream import resolve_loading
 
 Images = torch.Tensor | ShardReader  # uint8 [N, C, H, W] in memory, or a split's reader
@@ -38,20 +38,7 @@ class HeldOut:
     def iter_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of exactly `batch_size` rows (the last may be shorter), as slicing the
         concatenation would give: holds about one batch per part."""
-        xs: list[torch.Tensor] = []
-        ys: list[torch.Tensor] = []
-        have = 0
-        for part in self.parts:
-            for x, y in part.iter_batches(batch_size):
-                xs.append(x)
-                ys.append(y)
-                have += len(x)
-                if have >= batch_size:
-                    bx, by = torch.cat(xs), torch.cat(ys)
-                    yield bx[:batch_size], by[:batch_size]
-                    xs, ys, have = [bx[batch_size:]], [by[batch_size:]], have - batch_size
-        if have:
-            yield torch.cat(xs), torch.cat(ys)
+        return rebatch((group for part in self.parts for group in part.iter_groups()), batch_size)
 
     def take(self, indices: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows at global `indices` (val's first), each from the part that holds it."""
