@@ -2,7 +2,9 @@
 
 - `MemoryBatches`: the whole train split on this rank's device; the epoch order is a permutation
   drawn from the epoch's shared random stream and each rank slices the global batch. Fastest for
-  data that fits, and bitwise deterministic (`train.data_loading: memory`).
+  data that fits, and bitwise deterministic (`train.data_loading: memory`). With per-image
+  `weights` (`train.class_sampling`, `ganmodel.training.sampling`) the epoch is as many draws with
+  replacement instead, from the same stream.
 - `ShardBatches`: the prepared shards read without Ray (`data.stream.shuffled_batches`): every
   rank reads the same seeded global batches and takes its slice. Bounded memory, deterministic;
   what `train_local` and the DDP tests stream with.
@@ -47,13 +49,18 @@ class MemoryBatches:
     """The split held on `device`; rank `rank` of `world_size` takes its slice of each global batch."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> None:
+                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+                 weights: torch.Tensor | None = None) -> None:
         if images.ndim != 4:
             raise ValueError(f"training images: expected shape [N, C, H, W], got {list(images.shape)}")
         self.image_shape = tuple(images.shape[1:])  # type: ignore[assignment]
         self.data = images.to(device, non_blocking=True)
         labels = labels if labels is not None else torch.zeros(images.shape[0], dtype=torch.long)
         self.labels = labels.to(device).long()
+        if weights is not None and weights.shape != (images.shape[0],):
+            raise ValueError(f"sampling weights: expected shape [{images.shape[0]}], "
+                             f"got {list(weights.shape)}")
+        self.weights = weights.to(device) if weights is not None else None
         self.batch_size = batch_size
         b_local = batch_size // world_size
         self.lo, self.hi = rank * b_local, (rank + 1) * b_local
@@ -63,7 +70,11 @@ class MemoryBatches:
 
     def epoch(self, epoch: int, gen: torch.Generator, n_steps: int) -> Iterator[Batch]:
         # Drawn now, first from the epoch's stream: the order every earlier run used.
-        perm = torch.randperm(self.data.shape[0], generator=gen, device=self.data.device)
+        n = self.data.shape[0]
+        if self.weights is None:
+            perm = torch.randperm(n, generator=gen, device=self.data.device)
+        else:
+            perm = torch.multinomial(self.weights, n, replacement=True, generator=gen)
         return self._batches(perm, n_steps)
 
     def _batches(self, perm: torch.Tensor, n_steps: int) -> Iterator[Batch]:
