@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_loading and not args.prepared:
         raise GanModelError("--data-loading: needs --prepared DIR (the shards it reads); only memory "
                             "builds mnist5k on the fly")
-    if args.prepared and data_loading(cfg.data_loading, Path(args.prepared) / "train") == "stream":
+    if args.prepared and data_loading(cfg.data_loading, Path(args.prepared) / "train",
+                                          class_sampling=cfg.class_sampling) == "stream":
         from ganmodel.data.prepared import image_shape, open_split, read_meta
         from ganmodel.training.batches import ShardBatches
 

@@ -161,6 +161,9 @@ class TrainParams(_Section):
     # shards (bounded memory) | auto: stream above ganmodel.data.stream.AUTO_STREAM_BYTES of pixels.
     # Every stage that reads whole splits (classifier, evaluate) follows the same rule.
     data_loading: Literal["memory", "stream", "auto"] = "auto"
+    # How often each class is drawn in a conditional run (ganmodel/training/sampling.py): data (its
+    # own frequencies) | sqrt (p_c ~ sqrt(n_c)) | balanced | auto: sqrt from a 2x class imbalance on.
+    class_sampling: Literal["auto", "data", "sqrt", "balanced"] = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +227,15 @@ class TrainParams(_Section):
             raise ValueError(f"mbstd_group: {self.mbstd_group} needs a conv family "
                              f"({', '.join(MBSTD_ARCHS)}); train.arch {self.arch} has no minibatch-stddev "
                              "layer; set it to 0")
+        if self.class_sampling in ("sqrt", "balanced"):
+            if not self.conditional:
+                raise ValueError(f"class_sampling: {self.class_sampling} re-samples the classes of a "
+                                 "conditional run; an unconditional G would learn the re-weighted mix, "
+                                 f"not the data (train.preset {self.preset} is unconditional): set it "
+                                 "to data or auto")
+            if self.data_loading == "stream":
+                raise ValueError(f"class_sampling: {self.class_sampling} needs train.data_loading memory "
+                                 "or auto; a streamed split is read in order, once per epoch")
         if self.batch_size % self.num_workers:
             raise ValueError(
                 f"batch_size: {self.batch_size} is not divisible by train.num_workers="

@@ -212,7 +212,8 @@ def _run(params: Any, raw_train: dict[str, Any], trials: list[Trial], paths: Swe
     sweep = params.sweep
     resuming = state is not None
     trial_cfg = TrainParams(**trials[0].train)
-    loading = data_loading(params.train.data_loading, inputs["train"])
+    loading = data_loading(params.train.data_loading, inputs["train"],
+                           class_sampling=params.train.class_sampling)
     # A trial of one worker streams without Ray Data (`ShardBatches`); a TorchTrainer trial's reads
     # need a CPU beside its workers.
     data_cpus = DATA_CPUS if loading == "stream" and trial_cfg.num_workers > 1 else 0

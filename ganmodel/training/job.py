@@ -77,8 +77,10 @@ def worker_user_error(err: BaseException) -> BaseException:
     return err
 
 
-def data_loading(mode: str, train_dir: str | Path, log: Callable[[str], None] = print) -> str:
-    """`train.data_loading` resolved for the prepared train split in `train_dir`."""
+def data_loading(mode: str, train_dir: str | Path, log: Callable[[str], None] = print,
+                 class_sampling: str = "data") -> str:
+    """`train.data_loading` resolved for the prepared train split in `train_dir`; a re-sampling
+    `class_sampling` (sqrt, balanced) is refused here, before any worker starts, if it streams."""
     from ganmodel.data.shards import ShardReader
     from ganmodel.data.stream import AUTO_STREAM_BYTES, resolve_loading
 
@@ -89,6 +91,9 @@ def data_loading(mode: str, train_dir: str | Path, log: Callable[[str], None] = 
     why = (f"{reader.nbytes / mib:.0f} MiB of pixels, auto streams above {AUTO_STREAM_BYTES / mib:.0f} MiB"
            if mode == "auto" else "train.data_loading")
     log(f"data loading: {resolved} ({len(reader)} images in {len(reader.files)} shards; {why})")
+    if resolved == "stream" and class_sampling in ("sqrt", "balanced"):
+        raise GanModelError(f"train.class_sampling: {class_sampling} needs the train split in memory, "
+                            f"but train.data_loading {mode} streams it ({why}); set it to auto or data")
     return resolved
 
 
@@ -110,7 +115,7 @@ def run_ray(cfg: TrainParams, train_images: str, run_name: str, *, run_id: str |
     from ganmodel.training.state import Context
 
     t0 = time.perf_counter()
-    loading = data_loading(cfg.data_loading, train_images)
+    loading = data_loading(cfg.data_loading, train_images, class_sampling=cfg.class_sampling)
     data_cpus = DATA_CPUS if loading == "stream" else 0
     init_ray(cfg, data_cpus)
     check_resources(cfg, data_cpus=data_cpus)

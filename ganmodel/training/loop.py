@@ -29,6 +29,7 @@ from ganmodel.networks import check_shape
 from ganmodel.tracking.tracker import NullTracker, Tracker
 from ganmodel.training.batches import BatchSource, MemoryBatches
 from ganmodel.training.precision import native_bf16, resolve_precision
+from ganmodel.training.sampling import describe, image_weights, resolve_class_sampling
 from ganmodel.training.state import (
     GRID_COLUMNS,
     Context,
@@ -211,10 +212,19 @@ def train(
             raise ValueError(f"training images: expected shape [N, C, H, W], got {list(images.shape)}")
         if cfg.conditional and (labels is None or labels.shape != (images.shape[0],)):
             raise GanModelError("train.conditional: the training split has no labels for its images")
-        source: BatchSource = MemoryBatches(images, labels if cfg.conditional else None, cfg.batch_size,
-                                            ctx.rank, ctx.world_size, ctx.device)
+        labels = labels if cfg.conditional else None
+        sampling = resolve_class_sampling(cfg.class_sampling, labels, cfg.conditional)
+        weights = image_weights(labels, sampling) if labels is not None else None
+        source: BatchSource = MemoryBatches(images, labels, cfg.batch_size, ctx.rank, ctx.world_size,
+                                            ctx.device, weights)
     else:
         source = images
+        sampling = resolve_class_sampling(cfg.class_sampling, source.labels, cfg.conditional)
+        if sampling != "data":  # a stream reads each row once per epoch: it cannot re-weigh them
+            if cfg.class_sampling != "auto":
+                raise GanModelError(f"train.class_sampling: {sampling} needs train.data_loading: memory; "
+                                    "a streamed split is read in order, once per epoch")
+            sampling = "data"
     image_shape = tuple(source.image_shape)
     tracker = tracker or NullTracker()
     ys = source.labels if cfg.conditional else None  # the class prior of BatchNorm recalibration
@@ -226,7 +236,9 @@ def train(
     if cfg.precision == "bf16" and not native_bf16(ctx.device):
         log(f"warning: train.precision bf16 is emulated on this {ctx.device.type} (no native bf16): "
             "expect it to be several times slower than fp32; train.precision: auto picks fp32 here")
-    tracker.set_tags({"precision.resolved": precision})
+    tracker.set_tags({"precision.resolved": precision, "class_sampling.resolved": sampling})
+    if cfg.conditional and ctx.is_main:
+        log(describe(source.labels, sampling))
     spec = step_spec(cfg, precision, image_shape[-1])
     aug = spec.augment
     b_local = cfg.batch_size // ctx.world_size
