@@ -61,6 +61,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # For colour folders (run with --prepared of a folder and --classifier of a feature net of its own).
     "conv_sn_cond_da": {"preset": "conv_sn_cond_da"},
     "conv_sn_cond_da_no_mbstd": {**PRESETS["conv_sn_cond_da"], "preset": "custom", "mbstd_group": 0},
+    # The class sampling of an imbalanced folder (`train.class_sampling`; auto is sqrt there) against
+    # the data's own class frequencies.
+    "conv_sn_cond_da_data_sampling": {"preset": "conv_sn_cond_da", "class_sampling": "data"},
 }
 COLUMNS = ("recipe", "steps", "img/s", "fid", "fid_ratio", "precision", "recall", "classes",
            "cond_accuracy", "cas")
