@@ -462,4 +462,5 @@ def test_precision_auto_is_bf16_only_where_it_is_native(train_cfg, random_images
     tracker.set_tags = tags.update  # type: ignore[method-assign]
     _train(train_cfg(epochs=1, steps_per_epoch=1, batch_size=16, precision="auto"), random_images,
            tracker=tracker)
-    assert tags == {"precision.resolved": want}  # the run records what it trained in
+    # The run records what it trained in, and how it drew its classes (unconditional: the data's order).
+    assert tags == {"precision.resolved": want, "class_sampling.resolved": "data"}
