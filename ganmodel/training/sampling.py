@@ -28,7 +28,7 @@ from ganmodel.errors import GanModelError
 CLASS_SAMPLINGS = ("auto", "data", "sqrt", "balanced")
 EXPONENT = {"data": 1.0, "sqrt": 0.5, "balanced": 0.0}
 # `auto` re-samples (`sqrt`) once the largest class has this many times the images of the smallest:
-# the classifier's `class_balance: auto` rule. Below it (mnist5k: 400-560 images per class) the
+# the classifier's `class_balance: auto` rule. Below it (mnist5k: 400 training images per class) the
 # data's own order is kept, so the built-in datasets train exactly as before.
 IMBALANCE_RATIO = 2.0
 AUTO_SAMPLING = "sqrt"
