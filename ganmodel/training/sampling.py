@@ -15,7 +15,7 @@ with probability p_c ∝ n_c^q,
 
 Re-sampling changes only how often each class is trained on: G is still asked for class y and D
 still compares real and generated images of the same y, so what G learns per class, p(x | y), is
-unchanged; the class prior it samples with is the data's (`labels`, as before). An unconditional
+unchanged; BatchNorm recalibration and evaluation still use the data's class shares. An unconditional
 G would instead learn the re-weighted mixture, so only conditional runs may re-sample.
 """
 
